@@ -1,0 +1,26 @@
+# The two set-up commands of the README. Both create .venv if missing.
+PY      := .venv/bin/python
+# On CPU-only machines only this pair imports (CUDA builds that run on CPU).
+TORCH   := torch==2.14.1 torchvision==0.29.1
+STAMP   := .venv/.installed
+
+.PHONY: demo test venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test,wandb]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	.venv/bin/harness run table2 --preset tiny --cluster local
+	.venv/bin/harness report table2
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf results build

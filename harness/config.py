@@ -1,0 +1,95 @@
+"""Resolve (method name, preset) into one JSON-able run config, hash it, build from it.
+
+Everything that changes what a run computes is in the hashed config; where it runs and
+where files live (``runtime``) is not, so moving a results directory or re-running on
+another cluster finds the same results.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from harness import presets
+from harness.backbone import BackboneConfig
+from harness.errors import HarnessError
+from methods.registry import parse
+
+
+def _merge(a: dict, b: dict) -> dict:
+    return {**a, **{k: v for k, v in b.items()}}
+
+
+def resolve(method: str, preset: str = "tiny", seed: int = 0, **train_overrides) -> dict:
+    p = presets.get(preset)
+    base_cls, addons = parse(method)
+    recipe = _merge(_merge(base_cls.recipe, p["recipe"]),
+                    p["recipe_by_base"].get(base_cls.name, {}))
+    addon_cfgs = []
+    for cls, opts in addons:
+        addon_cfgs.append({"name": cls.name, "options": {**p["addons"].get(cls.name, {}), **opts}})
+    return {
+        "method": method.strip(),
+        "base": base_cls.name,
+        "preset": preset,
+        "seed": seed,
+        "model": {**p["model"], **base_cls.backbone_options()},
+        "dims": dict(p["dims"]),
+        "recipe": recipe,
+        "addons": addon_cfgs,
+        "train": {**p["train"], **train_overrides},
+        "data": dict(p["data"]),
+    }
+
+
+def config_hash(cfg: dict) -> str:
+    blob = json.dumps({k: v for k, v in cfg.items() if k != "runtime"}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def run_id(cfg: dict) -> str:
+    slug = cfg["method"].replace("+", "_").replace("@", "-")
+    return f"{slug}-{cfg['preset']}-{config_hash(cfg)}"
+
+
+def build_method(cfg: dict):
+    """The Method of a resolved config (add-ons instantiated with their resolved options)."""
+    base_cls, _ = parse(cfg["method"])
+    from methods.registry import ADDONS
+
+    addons = [ADDONS[a["name"]](cfg["base"], **a["options"]) for a in cfg["addons"]]
+    bcfg = BackboneConfig(**cfg["model"])
+    for a in addons:
+        bcfg = a.configure_backbone(bcfg)
+    return base_cls(bcfg, cfg["dims"], cfg["recipe"], addons)
+
+
+def data_root(cfg: dict, results_dir: Path, data_root: str | None = None) -> Path:
+    """Where the run's dataset lives: generated under the results dir, or given by the user."""
+    d = cfg["data"]
+    if d["dataset"] == "synthetic":
+        tag = f"synthetic-n{d['n_classes']}-s{d['size']}-{d['train_per_class']}x{d['val_per_class']}"
+        return Path(results_dir) / "data" / tag
+    root = data_root or os.environ.get("HARNESS_DATA_" + d["dataset"].upper())
+    if not root:
+        raise HarnessError(f"preset '{cfg['preset']}' trains on {d['dataset']}: pass --data-root "
+                           f"PATH (an ImageFolder tree with train/ and val/) or set "
+                           f"HARNESS_DATA_{d['dataset'].upper()}")
+    return Path(root)
+
+
+def ensure_data(cfg: dict, root: Path) -> None:
+    d = cfg["data"]
+    if d["dataset"] == "synthetic":
+        from harness.data import generate
+
+        generate(root, seed=0, n_classes=d["n_classes"], train_per_class=d["train_per_class"],
+                 val_per_class=d["val_per_class"], size=d["size"])
+
+
+def with_runtime(cfg: dict, **runtime) -> dict:
+    cfg = copy.deepcopy(cfg)
+    cfg["runtime"] = {**cfg.get("runtime", {}), **runtime}
+    return cfg

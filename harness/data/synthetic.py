@@ -1,0 +1,162 @@
+"""Synthetic shapes-and-textures ImageFolder set, small enough to train a tiny ViT on a laptop.
+
+Class = (shape, texture). Pose (rotation, flip, position, scale) and colours are drawn per image, so
+an invariant SSL method must learn shape and texture while an equivariant one has a real pose signal
+to predict: every shape is chiral and has no rotational symmetry, so a 90° turn or a flip always
+changes the picture.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from harness.errors import HarnessError
+
+VERSION = 1
+MANIFEST = ".synthetic.json"
+_TMP_PREFIX = ".synthetic-tmp-"
+
+# Polygons in a [-1, 1]^2 frame (y down). None is mirror-symmetric or rotation-symmetric.
+SHAPES = {
+    "ell": [(-.6, -.8), (-.2, -.8), (-.2, .4), (.6, .4), (.6, .8), (-.6, .8)],
+    "eff": [(-.6, -.8), (.6, -.8), (.6, -.45), (-.2, -.45), (-.2, -.1), (.3, -.1), (.3, .25),
+            (-.2, .25), (-.2, .8), (-.6, .8)],
+    "pee": [(-.6, -.8), (.6, -.8), (.6, .1), (-.2, .1), (-.2, .8), (-.6, .8)],
+    "flag": [(-.6, -.8), (.75, -.45), (-.3, -.05), (-.3, .8), (-.6, .8)],
+    "notchtri": [(-.7, .7), (-.05, .7), (.15, .3), (.35, .7), (.8, .7), (-.7, -.6)],
+}
+TEXTURES = ("solid", "stripes", "dots", "checker")
+MAX_CLASSES = len(SHAPES) * len(TEXTURES)
+
+_CANVAS = 128  # local-frame raster; rendering at 2x output size keeps resampling close to 1:1
+
+
+def class_names(n_classes: int) -> list[str]:
+    """Shape varies fastest, so any n >= 5 classes uses every shape and the first textures."""
+    shapes = list(SHAPES)
+    return [f"c{k:02d}_{shapes[k % len(shapes)]}_{TEXTURES[k // len(shapes)]}" for k in range(n_classes)]
+
+
+def _texture(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    # Drawn in the shape's own frame, so the texture turns and flips with the shape.
+    p = 0.4
+    if name == "solid":
+        return np.zeros_like(u)
+    if name == "stripes":  # oblique, so the stripe angle relative to the shape is also pose-dependent
+        return (np.floor((u * 0.866 + v * 0.5) / p) % 2).astype(np.float32)
+    if name == "dots":
+        du, dv = (u % p) - p / 2, (v % p) - p / 2
+        return (du * du + dv * dv < (0.3 * p) ** 2).astype(np.float32)
+    if name == "checker":
+        return ((np.floor(u / p) + np.floor(v / p)) % 2).astype(np.float32)
+    raise ValueError(name)
+
+
+def _class_sprite(shape: str, texture: str) -> Image.Image:
+    """RGB image in the local frame: R = shape mask, G = texture mix (B unused)."""
+    mask = Image.new("L", (_CANVAS, _CANVAS), 0)
+    scale = _CANVAS / 2
+    ImageDraw.Draw(mask).polygon([((x + 1) * scale, (y + 1) * scale) for x, y in SHAPES[shape]], fill=255)
+    c = (np.arange(_CANVAS, dtype=np.float32) + 0.5) / scale - 1
+    u, v = np.meshgrid(c, c)
+    tex = (_texture(texture, u, v) * 255).astype(np.uint8)
+    return Image.merge("RGB", [mask, Image.fromarray(tex), Image.new("L", mask.size, 0)])
+
+
+def _colours(rng: np.random.Generator) -> np.ndarray:
+    """Background, foreground and second texture colour, pairwise far enough apart to be visible."""
+    while True:
+        c = rng.uniform(0, 1, size=(3, 3))
+        d = np.linalg.norm(c[:, None] - c[None], axis=-1)
+        if d[0, 1] > 0.45 and d[0, 2] > 0.45 and d[1, 2] > 0.45:
+            return c.astype(np.float32)
+
+
+def render(sprite: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
+    big = 2 * size
+    theta = rng.uniform(0, 2 * np.pi)
+    flip = -1.0 if rng.random() < 0.5 else 1.0
+    half = rng.uniform(0.26, 0.42) * big  # half-extent of the shape frame, in pixels
+    cx, cy = rng.uniform(half, big - half, size=2)
+    # Output pixel -> shape frame: undo translation, rotation, flip and scale, then frame -> sprite pixels.
+    cos, sin, k = np.cos(theta), np.sin(theta), (_CANVAS / 2) / half
+    m = k * np.array([[flip * cos, flip * sin], [-sin, cos]])
+    off = _CANVAS / 2 - m @ np.array([cx, cy])
+    warped = sprite.transform((big, big), Image.AFFINE, (m[0, 0], m[0, 1], off[0], m[1, 0], m[1, 1], off[1]),
+                              resample=Image.BILINEAR)
+    a = np.asarray(warped, dtype=np.float32)[..., :2] / 255
+    alpha, mix = a[..., :1], a[..., 1:2]
+    bg, fg, fg2 = _colours(rng)
+    # A faint random gradient plus pixel noise keeps the background from being a flat give-away.
+    ramp = np.linspace(-1, 1, big, dtype=np.float32)
+    gx, gy = rng.uniform(-0.08, 0.08, size=2)
+    background = bg + (gx * ramp[None, :, None] + gy * ramp[:, None, None])
+    img = background * (1 - alpha) + (fg * (1 - mix) + fg2 * mix) * alpha
+    img = img.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))  # 2x2 box downsample = antialiasing
+    img += rng.normal(0, 0.03, size=img.shape).astype(np.float32)
+    return Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
+
+
+def generate(root, *, seed: int = 0, n_classes: int = 10, train_per_class: int = 200, val_per_class: int = 50,
+             size: int = 64, force: bool = False) -> Path:
+    """Write root/{train,val}/<class>/<i>.png plus root/.synthetic.json (written last = tree complete)."""
+    root = Path(root)
+    if not 2 <= n_classes <= MAX_CLASSES:
+        raise HarnessError(f"n_classes={n_classes} is out of range: the synthetic set supports 2 to {MAX_CLASSES} classes")
+    if train_per_class < 1 or val_per_class < 1 or size < 16:
+        raise HarnessError(f"bad synthetic sizes (train={train_per_class}, val={val_per_class}, size={size}): "
+                           "use at least 1 image per class per split and size >= 16")
+    params = {"version": VERSION, "seed": seed, "n_classes": n_classes, "train_per_class": train_per_class,
+              "val_per_class": val_per_class, "size": size}
+    manifest = root / MANIFEST
+    if manifest.exists() and not force:
+        try:
+            old = json.loads(manifest.read_text())
+        except ValueError:
+            old = None
+        if isinstance(old, dict) and {k: old.get(k) for k in params} == params:
+            return root  # fast path: identical set already there
+        raise HarnessError(f"{root} already holds a synthetic set with other parameters ({manifest}): "
+                           "pick another --root or pass --force to regenerate it")
+    if not force and ((root / "train").exists() or (root / "val").exists()):
+        raise HarnessError(f"{root} already has train/ or val/ not made by this generator: "
+                           "pick an empty --root or pass --force to overwrite them")
+
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(_TMP_PREFIX + "*"):  # left by a killed run; never part of a valid tree
+        shutil.rmtree(stale, ignore_errors=True)
+    names = class_names(n_classes)
+    sprites = [_class_sprite(*n.split("_")[1:]) for n in names]
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
+    try:
+        splits = [("train", 0, train_per_class), ("val", 1, val_per_class)]
+        with tqdm(total=n_classes * (train_per_class + val_per_class), desc=f"synthetic {root}",
+                  unit="img", leave=False) as bar:
+            for split, split_id, count in splits:
+                for label, (name, sprite) in enumerate(zip(names, sprites)):
+                    d = tmp / split / name
+                    d.mkdir(parents=True)
+                    for i in range(count):
+                        # One stream per image: the bytes of an image don't depend on the other counts.
+                        rng = np.random.default_rng([seed, split_id, label, i])
+                        render(sprite, size, rng).save(d / f"{i}.png")
+                    bar.update(count)
+        # The manifest goes first and comes back last, so a tree without one is never taken as complete.
+        manifest.unlink(missing_ok=True)
+        for split, _, _ in splits:
+            if (root / split).exists():
+                shutil.rmtree(root / split)
+            os.replace(tmp / split, root / split)
+        part = root / (MANIFEST + ".tmp")
+        part.write_text(json.dumps({**params, "classes": names}, indent=1) + "\n")
+        os.replace(part, manifest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

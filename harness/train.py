@@ -1,0 +1,232 @@
+"""Pretraining: one loop, top to bottom. Where it runs (process, subprocess, Slurm) is
+``harness.jobs``'s business; this file only trains one resolved config in one directory.
+
+Resume is exact: the checkpoint holds model, optimiser, step and RNG states, and batches
+are a pure function of (seed, epoch, step, rank), so N steps straight and N/2 + resume
+give the same weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from harness import dist
+from harness.config import build_method, run_id
+from harness.data import ImageFolderDataset
+from harness.errors import HarnessError
+from harness.io import save_torch, write_json
+from harness.views import SSLAugmentation, ViewPolicy, check_requirements
+from methods.base import Progress, cosine
+
+
+def build_policy(method, cfg: dict) -> ViewPolicy:
+    aug = SSLAugmentation(method.augmentation, cfg["model"]["img_size"])
+    equiv = None
+    for a in method.addons:
+        equiv = a.view_options().get("equiv_pairs", equiv)
+    policy = ViewPolicy(aug, cfg["model"]["patch_size"], equiv)
+    for a in method.addons:
+        check_requirements(cfg["method"], a.requires, policy)
+    return policy
+
+
+def derive_seed(*parts) -> int:
+    """A stable 62-bit seed from ints/strings (Python's hash() is salted per process)."""
+    digest = hashlib.sha1(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+class PretrainBatches(Dataset):
+    """Item i is this rank's share of global step i's batch, built from its own seed."""
+
+    def __init__(self, images: Dataset, policy: ViewPolicy, global_batch: int, seed: int):
+        self.images, self.policy, self.seed = images, policy, seed
+        self.global_batch = global_batch
+        self.local_batch = global_batch // dist.world_size()
+        self.steps_per_epoch = len(images) // global_batch
+        self.n_equiv = policy.n_equiv(self.local_batch)
+
+    def __getitem__(self, step: int) -> dict:
+        epoch, b = divmod(step, self.steps_per_epoch)
+        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(
+            derive_seed(self.seed, "epoch", epoch)))
+        start = b * self.global_batch + dist.rank() * self.local_batch
+        idx = order[start:start + self.local_batch].tolist()
+        images = [self.images[i][0] for i in idx]
+        elements = None
+        if self.n_equiv:
+            # Same generator on every rank: gathered token grids must have equal shapes.
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "group", step))
+            g1, g2 = self.policy.sample_elements(gen, self.n_equiv * dist.world_size())
+            lo = dist.rank() * self.n_equiv
+            elements = (g1[lo:lo + self.n_equiv], g2[lo:lo + self.n_equiv])
+        return self.policy(images, derive_seed(self.seed, "views", step, dist.rank()), elements)
+
+    def __len__(self) -> int:
+        return 1 << 62
+
+
+def lr_at(recipe: dict, it: int, total: int, its_per_epoch: int, global_batch: int) -> float:
+    peak = recipe["base_lr"] * (global_batch / 256 if recipe.get("lr_batch_scaling") else 1)
+    floor = recipe.get("min_lr", 0.0) or recipe.get("min_lr_frac", 0.0) * peak
+    warm = min(int(recipe.get("warmup_epochs", 0) * its_per_epoch), total)
+    if it < warm:
+        return peak * it / warm
+    return cosine(peak, floor, (it - warm) / max(1, total - warm))
+
+
+def _rng_state() -> dict:
+    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _to(batch: dict, device) -> dict:
+    batch["views"] = [[x.to(device, non_blocking=True) for x in v] for v in batch["views"]]
+    return batch
+
+
+def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = None) -> dict:
+    """Train ``cfg`` in ``run_dir`` (resuming from its checkpoint); ``stop_at`` ends early."""
+    rt = cfg.get("runtime", {})
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rt.get("threads"):
+        torch.set_num_threads(rt["threads"])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg["seed"])
+    random.seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+
+    method = build_method(cfg).to(device)
+    policy = build_policy(method, cfg)
+    tr = cfg["train"]
+    images = ImageFolderDataset(data_root, "train")
+    batches = PretrainBatches(images, policy, tr["batch_size"], cfg["seed"])
+    spe = batches.steps_per_epoch
+    if spe == 0:
+        raise HarnessError(f"{data_root}/train has {len(images)} images, fewer than one batch of "
+                           f"{tr['batch_size']}: use a smaller preset or a larger dataset")
+    total = spe * tr["epochs"]
+    if tr.get("max_steps"):
+        total = min(total, tr["max_steps"])
+
+    groups = method.param_groups()
+    opt = torch.optim.AdamW([{k: v for k, v in g.items()} for g in groups], lr=0.0)
+    ckpt_path = run_dir / "checkpoint.pt"
+    start = 0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        method.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        _set_rng_state(ck["rng"])
+        start = ck["step"]
+    log_path = run_dir / "log.jsonl"
+    _trim_log(log_path, start)
+
+    tracker = _wandb(cfg, run_dir) if rt.get("wandb") else None
+    loader = DataLoader(batches, batch_size=None, sampler=range(start, total),
+                        num_workers=rt.get("num_workers", 0),
+                        generator=torch.Generator().manual_seed(0),  # keep global RNG untouched
+                        persistent_workers=False)
+    amp = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    ckpt_every = rt.get("ckpt_every") or max(1, total // 4)
+    end = total if stop_at is None else min(stop_at, total)
+    bar = tqdm(total=total, initial=start, desc=run_id(cfg), disable=rt.get("quiet", False),
+               dynamic_ncols=True, mininterval=1.0)
+    t0, it = time.time(), start
+    with open(log_path, "a") as log:
+        for it, batch in zip(range(start, end), loader):
+            progress = Progress(it, total, spe)
+            lr = lr_at(cfg["recipe"], it, total, spe, tr["batch_size"])
+            for g, spec in zip(opt.param_groups, groups):
+                g["lr"] = lr * spec["lr_scale"]
+                g["weight_decay"] = method.weight_decay(progress, spec)
+            method.train()
+            method.before_step(progress)
+            batch = _to(batch, device)
+            with torch.autocast(**amp) if amp else _null():
+                terms = method.training_step(batch, progress)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise HarnessError(f"loss became {loss.item()} at step {it}: lower the lr "
+                                   f"(recipe base_lr={cfg['recipe']['base_lr']}) or check the data")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            method.clip_gradients(progress)
+            opt.step()
+            method.after_step(progress)
+            row = {"step": it + 1, "lr": lr, "loss": loss.item(),
+                   **{k: v.item() for k, v in terms.items()},
+                   "img_per_s": (it + 1 - start) * batches.local_batch / (time.time() - t0)}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            if tracker:
+                tracker.log(row, step=it + 1)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if (it + 1) % ckpt_every == 0 or it + 1 == end:
+                save_torch(ckpt_path, {"step": it + 1, "model": method.state_dict(),
+                                       "optimizer": opt.state_dict(), "rng": _rng_state(),
+                                       "config": cfg})
+    bar.close()
+    if tracker:
+        tracker.finish()
+    done = end == total
+    summary = {"run_id": run_id(cfg), "steps": end, "total_steps": total, "finished": done,
+               "seconds": time.time() - t0, "method": cfg["method"], "preset": cfg["preset"]}
+    if done:
+        write_json(run_dir / "pretrain.json", summary)
+    return summary
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _trim_log(path: Path, start: int) -> None:
+    """Drop log lines past the checkpoint a resumed run restarts from."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _wandb(cfg: dict, run_dir: Path):
+    import os
+
+    import wandb
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    return wandb.init(project="ser-harness", id=run_id(cfg), resume="allow", dir=str(run_dir),
+                      config={k: v for k, v in cfg.items() if k != "runtime"}, reinit=True)
+
+
+def load_trained(run_dir: Path, device="cpu"):
+    """The trained Method of a finished run (for evaluations)."""
+    ck = torch.load(Path(run_dir) / "checkpoint.pt", map_location=device, weights_only=False)
+    method = build_method(ck["config"])
+    method.load_state_dict(ck["model"])
+    return method.eval()

@@ -1,0 +1,34 @@
+"""Barlow Twins (Zbontar et al., 2021): spec/methods.md §3, SER's ViT recipe (ser.md §8)."""
+from __future__ import annotations
+
+from methods.base import Method
+from methods.heads import barlow_projector
+from methods.losses import barlow_twins
+from methods.registry import register_base
+
+
+@register_base("barlow_twins")
+class BarlowTwins(Method):
+    description = "Barlow Twins: cross-correlation of two views towards the identity"
+    augmentation = "barlow_twins"
+    has_target = False
+    recipe = {
+        "base_lr": 1e-4, "bias_lr": 0.0048, "lr_batch_scaling": True, "min_lr_frac": 0.001,
+        "weight_decay": 1e-6, "warmup_epochs": 10, "clip": 0.3, "lambd": 0.0051,
+    }
+
+    def build_heads(self, dims):
+        self.projector = barlow_projector(self.backbone.width, tuple(dims["bt_widths"]))
+
+    def invariance_loss(self, online, target, progress):
+        z1, z2 = (self.projector(o.cls) for o in online)
+        return barlow_twins(z1, z2, self.recipe["lambd"])
+
+    def param_groups(self):
+        # Biases and norm parameters: their own lr, no weight decay (as in the official code).
+        weights, others = [], []
+        for p in self.trainable_parameters():
+            (others if p.ndim == 1 else weights).append(p)
+        return [{"params": weights, "lr_scale": 1.0, "weight_decay": self.recipe["weight_decay"]},
+                {"params": others, "lr_scale": self.recipe["bias_lr"] / self.recipe["base_lr"],
+                 "weight_decay": 0.0}]

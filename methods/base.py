@@ -1,0 +1,206 @@
+"""The base classes: a ``Method`` owns the networks and one training step; an ``AddOn``
+changes the backbone layout, asks the views for extra inputs and adds loss terms.
+
+A base method (MoCo-v3, DINO, Barlow Twins) overrides a few hooks: ``build_heads``,
+``build_target``, ``invariance_loss`` and, where it has them, ``before_step`` /
+``after_step`` / ``clip_gradients``. The training loop in ``harness.train`` only calls
+``training_step``, ``before_step``, ``after_step``, ``clip_gradients``, ``param_groups``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn as nn
+
+from harness.backbone import Backbone, BackboneConfig
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training is: iteration ``it`` of ``total``, and the epoch it belongs to."""
+
+    it: int
+    total: int
+    its_per_epoch: int
+
+    @property
+    def epoch(self) -> int:
+        return self.it // self.its_per_epoch
+
+    @property
+    def frac_epoch(self) -> float:
+        return self.it / self.its_per_epoch
+
+    @property
+    def epochs(self) -> float:
+        return self.total / self.its_per_epoch
+
+
+@dataclass
+class Encoded:
+    """One view's backbone outputs: [CLS] over all chunks, token taps per chunk."""
+
+    cls: torch.Tensor
+    tokens: list  # per chunk: {layer: B×D×h×w}
+
+
+def cosine(start: float, end: float, t: float) -> float:
+    """Half-cosine from ``start`` (t=0) to ``end`` (t=1)."""
+    t = min(max(t, 0.0), 1.0)
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * t))
+
+
+class AddOn(nn.Module):
+    """An equivariance add-on composed with a base method by name (``base+addon``)."""
+
+    name = "addon"
+    description = ""
+    modifier_help = "(none)"
+    # What the views must provide; the view policy is checked against it.
+    requires: tuple[str, ...] = ()
+
+    def __init__(self, base_name: str, **opts):
+        super().__init__()
+        self.base_name = base_name
+
+    @classmethod
+    def parse_modifier(cls, token: str) -> dict | None:
+        return None
+
+    def options(self) -> dict:
+        """Resolved options, recorded in the run config."""
+        return {}
+
+    def configure_backbone(self, cfg: BackboneConfig) -> BackboneConfig:
+        return cfg
+
+    def taps(self) -> set[int]:
+        return set()
+
+    def attach(self, method: "Method", dims: dict) -> None:
+        """Create the add-on's own heads once the base method's networks exist."""
+
+    def view_options(self) -> dict:
+        return {}
+
+    def losses(self, method: "Method", batch: dict, online: list[Encoded],
+               target: list[Encoded] | None, progress: Progress) -> dict[str, torch.Tensor]:
+        return {}
+
+
+class Method(nn.Module):
+    name = "base"
+    description = ""
+    augmentation = "moco_v3"  # the two-view SSL augmentation of harness.views
+    has_target = False        # a momentum / teacher network
+    # Paper-scale optimisation recipe; presets override scale-dependent entries.
+    recipe: dict = {}
+
+    def __init__(self, backbone_cfg: BackboneConfig, dims: dict, recipe: dict,
+                 addons: list[AddOn] = ()):
+        super().__init__()
+        self.recipe = dict(recipe)
+        self.dims = dict(dims)
+        self.addons = nn.ModuleList(addons)
+        self.backbone = Backbone(backbone_cfg)
+        self.build_heads(dims)
+        for a in self.addons:
+            a.attach(self, dims)
+        self.build_target()
+
+    # ---- hooks -------------------------------------------------------------------------
+    @classmethod
+    def backbone_options(cls) -> dict:
+        return {}
+
+    def build_heads(self, dims: dict) -> None:
+        raise NotImplementedError
+
+    def build_target(self) -> None:
+        """Create momentum / teacher copies (after heads and add-on heads exist)."""
+
+    def invariance_loss(self, online: list[Encoded], target: list[Encoded] | None,
+                        progress: Progress) -> torch.Tensor:
+        raise NotImplementedError
+
+    def before_step(self, progress: Progress) -> None:
+        pass
+
+    def after_step(self, progress: Progress) -> None:
+        pass
+
+    def clip_gradients(self, progress: Progress) -> None:
+        clip = self.recipe.get("clip")
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), clip)
+
+    def param_groups(self) -> list[dict]:
+        """AdamW groups; ``lr_scale`` multiplies the scheduled lr, ``wd`` is the decay."""
+        return [{"params": self.trainable_parameters(), "lr_scale": 1.0,
+                 "weight_decay": self.recipe.get("weight_decay", 0.0)}]
+
+    def weight_decay(self, progress: Progress, group: dict) -> float:
+        return group["weight_decay"]
+
+    # ---- shared machinery ----------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def taps(self) -> set[int]:
+        return set().union(*(a.taps() for a in self.addons)) if len(self.addons) else set()
+
+    def frozen_copy(self, module: nn.Module, **backbone_changes) -> nn.Module:
+        """A gradient-free copy (momentum encoder, teacher) starting from ``module``."""
+        if isinstance(module, Backbone) and backbone_changes:
+            twin = Backbone(replace(module.cfg, **backbone_changes))
+            twin.load_state_dict(module.state_dict())
+        else:
+            twin = copy.deepcopy(module)
+        for p in twin.parameters():
+            p.requires_grad_(False)
+        return twin
+
+    def target_backbone(self) -> Backbone:
+        """The network whose layer-k map is the equivariance target (see add-ons)."""
+        return self.backbone
+
+    @staticmethod
+    def encode(backbone: Backbone, chunks: list[torch.Tensor], taps: set[int]) -> Encoded:
+        # Chunks differ in resolution (SER's B2 views), so each is its own backbone call.
+        outs = [backbone(x, taps=taps) for x in chunks]
+        return Encoded(torch.cat([o.cls for o in outs]), [o.tokens for o in outs])
+
+    def encode_target(self, chunks, taps) -> Encoded:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict, progress: Progress) -> dict[str, torch.Tensor]:
+        """Loss terms, each already weighted; the loss is their sum."""
+        taps = self.taps()
+        online = [self.encode(self.backbone, chunks, taps) for chunks in batch["views"]]
+        target = None
+        if self.has_target:
+            with torch.no_grad():
+                target = [self.encode_target(chunks, taps) for chunks in batch["views"]]
+        terms = {"loss_inv": self.invariance_loss(online, target, progress)}
+        for a in self.addons:
+            terms.update(a.losses(self, batch, online, target, progress))
+        return terms
+
+    def ema(self, pairs: list[tuple[nn.Module, nn.Module]], m: float) -> None:
+        with torch.no_grad():
+            for online, twin in pairs:
+                for po, pt in zip(online.parameters(), twin.parameters()):
+                    pt.mul_(m).add_(po.detach(), alpha=1 - m)
+
+    def head_modules(self) -> dict[str, nn.Module]:
+        """Named heads/projectors for ``harness audit`` (add-ons add ``<addon>.<head>``)."""
+        heads = {n: m for n, m in self.named_children()
+                 if n not in ("backbone", "addons") and any(True for _ in m.parameters())
+                 and not n.startswith(("momentum", "teacher"))}
+        for a in self.addons:
+            for n, m in a.named_children():
+                heads[f"{a.name}.{n}"] = m
+        return heads

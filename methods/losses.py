@@ -1,0 +1,89 @@
+"""Pure loss functions of the base methods and of SER.
+
+Each takes tensors and returns a scalar; cross-rank reductions go through ``harness.dist``
+(the identity in one process), so the same function is right on one CPU and on 64 GPUs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from harness import dist
+
+
+def moco_v3_contrastive(q: torch.Tensor, k: torch.Tensor, tau: float) -> torch.Tensor:
+    """One direction of MoCo-v3: CE(q̂·k̂ᵀ/τ) · 2τ with keys gathered across ranks (no grad).
+
+    The positive of local query i on rank r is gathered key i + N_local·r. The full
+    MoCo-v3 loss is the *sum* ``moco_v3_contrastive(q1, k2) + moco_v3_contrastive(q2, k1)``.
+    """
+    q = F.normalize(q, dim=1)
+    k = F.normalize(dist.gather(k, grad=False), dim=1)
+    logits = q @ k.t() / tau
+    labels = torch.arange(q.shape[0], device=q.device) + q.shape[0] * dist.rank()
+    return F.cross_entropy(logits, labels) * (2 * tau)
+
+
+def dino_loss(student_out: list[torch.Tensor], teacher_out: list[torch.Tensor],
+              center: torch.Tensor, student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """DINO cross-entropy between centred, sharpened teacher and student distributions.
+
+    ``student_out``: per-view logits (global views first, then local);
+    ``teacher_out``: per-global-view logits. Pairs of a view with itself are skipped and
+    the result is the mean over the remaining pairs. ``center`` is not updated here.
+    """
+    targets = [F.softmax((t - center) / teacher_temp, dim=-1).detach() for t in teacher_out]
+    logps = [F.log_softmax(s / student_temp, dim=-1) for s in student_out]
+    total, n = 0.0, 0
+    for i, p in enumerate(targets):
+        for v, lp in enumerate(logps):
+            if v == i:
+                continue
+            total = total + (-(p * lp).sum(dim=-1)).mean()
+            n += 1
+    return total / n
+
+
+def _bn_no_affine(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Batch normalisation without affine over the global batch (training statistics)."""
+    n = z.shape[0] * dist.world_size()
+    mean = dist.all_reduce_sum(z.sum(0)) / n
+    var = dist.all_reduce_sum(((z - mean) ** 2).sum(0)) / n
+    return (z - mean) / torch.sqrt(var + eps)
+
+
+def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051) -> torch.Tensor:
+    """Σ(1−C_ii)² + λ·Σ_{i≠j} C_ij², C = BN(z1)ᵀBN(z2)/B_global summed across ranks."""
+    n = z1.shape[0] * dist.world_size()
+    c = dist.all_reduce_sum(_bn_no_affine(z1).t() @ _bn_no_affine(z2)) / n
+    diag = torch.diagonal(c)
+    on = (1 - diag).pow(2).sum()
+    off = c.pow(2).sum() - diag.pow(2).sum()
+    return on + lambd * off
+
+
+def token_infonce(target: torch.Tensor, query: torch.Tensor, target_image: torch.Tensor,
+                  query_image: torch.Tensor, positive: torch.Tensor, tau: float) -> torch.Tensor:
+    """Token InfoNCE with same-image negatives removed, for queries against any target set.
+
+    Query j's positive is target row ``positive[j]``; its denominator holds the positive
+    and every target token of another image.
+    """
+    logits = F.normalize(query, dim=1) @ F.normalize(target, dim=1).t() / tau   # Q×T
+    same = query_image[:, None] == target_image[None, :]
+    keep = ~same
+    keep[torch.arange(len(query), device=query.device), positive] = True
+    logits = logits.masked_fill(~keep, float("-inf"))
+    pos = logits[torch.arange(len(query), device=query.device), positive]
+    return (torch.logsumexp(logits, dim=1) - pos).mean()
+
+
+def ser_token_infonce(target: torch.Tensor, query: torch.Tensor, image_index: torch.Tensor,
+                      tau: float) -> torch.Tensor:
+    """SER's L_equiv on N×D token features at corresponding positions.
+
+    With s_ij = cos(target_i, query_j): mean over j of
+    −log( exp(s_jj/τ) / Σ_{i : i = j or image_index_i ≠ image_index_j} exp(s_ij/τ) ).
+    """
+    idx = torch.arange(len(query), device=query.device)
+    return token_infonce(target, query, image_index, image_index, idx, tau)

@@ -1,0 +1,54 @@
+"""MoCo-v3 (Chen et al., 2021), ViT recipe: spec/methods.md §1, SER's launch recipe §8."""
+from __future__ import annotations
+
+import torch
+
+from methods.base import Method, cosine
+from methods.heads import moco_mlp
+from methods.losses import moco_v3_contrastive
+from methods.registry import register_base
+
+
+@register_base("moco_v3")
+class MoCoV3(Method):
+    description = "MoCo-v3: query/key ViT, 3-layer projector, predictor, momentum encoder"
+    augmentation = "moco_v3"
+    has_target = True
+    recipe = {
+        "base_lr": 3e-4, "lr_batch_scaling": True, "min_lr": 0.0, "weight_decay": 0.1,
+        "warmup_epochs": 10, "clip": None, "tau": 0.2, "momentum": 0.99,
+    }
+
+    @classmethod
+    def backbone_options(cls) -> dict:
+        # SER's MoCo-v3 runs learn the positional embedding (MoCo-v3's own code fixes it to
+        # sin-cos; ``sincos_pos_embed`` restores that). Table 1's 42.9M counts it.
+        return {"moco_init": True, "frozen_patch_embed": True}
+
+    def build_heads(self, dims):
+        d = self.backbone.width
+        self.projector = moco_mlp(3, d, dims["moco_hidden"], dims["moco_dim"])
+        self.predictor = moco_mlp(2, dims["moco_dim"], dims["moco_hidden"], dims["moco_dim"])
+
+    def build_target(self):
+        self.momentum_backbone = self.frozen_copy(self.backbone)
+        self.momentum_projector = self.frozen_copy(self.projector)
+
+    def target_backbone(self):
+        return self.momentum_backbone
+
+    def encode_target(self, chunks, taps):
+        return self.encode(self.momentum_backbone, chunks, taps)
+
+    def before_step(self, progress):
+        # m rises from m0 to 1 on a half cosine over fractional epochs (--moco-m-cos).
+        m = 1 - cosine(1 - self.recipe["momentum"], 0.0, progress.frac_epoch / progress.epochs)
+        self.ema([(self.backbone, self.momentum_backbone),
+                  (self.projector, self.momentum_projector)], m)
+
+    def invariance_loss(self, online, target, progress):
+        tau = self.recipe["tau"]
+        q1, q2 = (self.predictor(self.projector(o.cls)) for o in online)
+        with torch.no_grad():
+            k1, k2 = (self.momentum_projector(t.cls) for t in target)
+        return moco_v3_contrastive(q1, k2, tau) + moco_v3_contrastive(q2, k1, tau)

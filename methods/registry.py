@@ -1,0 +1,62 @@
+"""Methods by name: ``@register_base('moco_v3')``, ``@register_addon('ser')``.
+
+A full name composes a base with add-ons and their options:
+``moco_v3+ser@layer9@cls9@code`` — base ``moco_v3`` with ``ser`` at equivariance layer 9,
+[CLS] after block 9 and the public-code hyper-parameters.
+"""
+from __future__ import annotations
+
+import difflib
+
+from harness.errors import HarnessError
+
+BASES: dict[str, type] = {}
+ADDONS: dict[str, type] = {}
+
+
+def register_base(name: str):
+    def deco(cls):
+        cls.name = name
+        BASES[name] = cls
+        return cls
+    return deco
+
+
+def register_addon(name: str):
+    def deco(cls):
+        cls.name = name
+        ADDONS[name] = cls
+        return cls
+    return deco
+
+
+def _unknown(kind: str, name: str, known) -> HarnessError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return HarnessError(f"unknown {kind} '{name}'{hint}; registered: {', '.join(sorted(known))}"
+                        f" — run `harness methods` to list them")
+
+
+def parse(full: str) -> tuple[type, list[tuple[type, dict]]]:
+    """Split ``base+addon@mod@mod+…`` into the base class and (add-on class, options)."""
+    import methods  # noqa: F401  (registers the built-in methods)
+
+    parts = [p.strip() for p in full.strip().split("+")]
+    base = parts[0]
+    if base not in BASES:
+        raise _unknown("base method", base, BASES)
+    addons = []
+    for part in parts[1:]:
+        name, *mods = part.split("@")
+        if name not in ADDONS:
+            raise _unknown("add-on", name, ADDONS)
+        cls = ADDONS[name]
+        opts: dict = {}
+        for m in mods:
+            parsed = cls.parse_modifier(m)
+            if parsed is None:
+                raise HarnessError(f"add-on '{name}' does not understand '@{m}'; "
+                                   f"valid modifiers: {cls.modifier_help}")
+            opts.update(parsed)
+        addons.append((cls, opts))
+    return BASES[base], addons

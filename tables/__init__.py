@@ -1,0 +1,73 @@
+"""Table specs: one module per paper table or figure (``tables/table2.py`` …).
+
+A spec declares *what* a table reports — rows (registered method names) and columns
+(dataset × metric) — and nothing about how or where it runs; ``harness.jobs`` turns it
+into jobs, ``harness.report`` renders what those jobs produced.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+REFERENCE_DIR = Path(__file__).parent / "reference"
+
+# How the paper prints dataset and row names.
+DATASET_LABELS = {
+    "imagenet": "ImageNet-1k",
+    "imagenet_sketch": "ImageNet-Sketch",
+    "imagenet_v2": "ImageNet-V2",
+    "imagenet_r": "ImageNet-R",
+}
+METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5"}
+
+
+@dataclass(frozen=True)
+class Column:
+    dataset: str
+    metric: str
+    evaluation: str = "linear"
+
+    @property
+    def label(self) -> str:
+        return METRIC_LABELS.get(self.metric, self.metric)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    caption: str
+    rows: tuple[str, ...]
+    columns: tuple[Column, ...]
+    row_labels: dict = field(default_factory=dict)
+    reference: str | None = None  # CSV in tables/reference/, the paper's numbers
+    higher_is_better: bool = True
+
+    def row_label(self, method: str) -> str:
+        return self.row_labels.get(method, method)
+
+    @property
+    def evaluations(self) -> list[tuple[str, str]]:
+        """Distinct (evaluation, dataset) pairs, in column order."""
+        seen: list[tuple[str, str]] = []
+        for c in self.columns:
+            if (c.evaluation, c.dataset) not in seen:
+                seen.append((c.evaluation, c.dataset))
+        return seen
+
+    def reference_path(self) -> Path | None:
+        return REFERENCE_DIR / self.reference if self.reference else None
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in Path(__file__).parent.glob("table*.py"))
+
+
+def load(name: str) -> TableSpec:
+    if name not in available():
+        raise HarnessError(
+            f"unknown table '{name}'; choose one of: {', '.join(available())}"
+        )
+    return importlib.import_module(f"tables.{name}").TABLE
