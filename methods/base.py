@@ -163,6 +163,10 @@ class Method(nn.Module):
             p.requires_grad_(False)
         return twin
 
+    def eval_backbone(self) -> Backbone:
+        """The encoder that evaluations probe (DINO: the teacher, as DINO evaluates)."""
+        return self.backbone
+
     def target_backbone(self) -> Backbone:
         """The network whose layer-k map is the equivariance target (see add-ons)."""
         return self.backbone

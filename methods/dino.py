@@ -38,6 +38,9 @@ class DINO(Method):
     def target_backbone(self):
         return self.teacher_backbone
 
+    def eval_backbone(self):
+        return self.teacher_backbone
+
     def encode_target(self, chunks, taps):
         return self.encode(self.teacher_backbone, chunks, taps)
 

@@ -31,15 +31,17 @@ ours() {  # NAME PID
     [[ -n $2 && $(cat "/proc/$2/comm" 2>/dev/null) == "$1" ]] || return 1
     st=$(sed 's/^.*) //' "/proc/$2/stat" 2>/dev/null | cut -d' ' -f1)
     [[ -n $st && $st != Z && $st != X ]] || return 1
-    { tr '\0' '\n' <"/proc/$2/cmdline"; tr '\0' '\n' <"/proc/$2/environ"; } 2>/dev/null \
-        | grep -qF -- "$STATE/"
+    # No `| grep -q` here: under pipefail the writer's SIGPIPE turns a match into a miss.
+    local info
+    info=$(tr '\0' '\n' <"/proc/$2/cmdline" 2>/dev/null; tr '\0' '\n' <"/proc/$2/environ" 2>/dev/null)
+    [[ $info == *"$STATE/"* ]]
 }
 
 # slurmstepd (and the job under it) outlives slurmd by design: cancel this cluster's jobs
 # while slurmctld is still there to do it, and give them KillWait to go.
-ctld_pid=$(tr -dc 0-9 <"$RUN/slurmctld.pid" 2>/dev/null || true)
+ctld_pid=$(tr -dc 0-9 2>/dev/null <"$RUN/slurmctld.pid" || true)
 if [[ -s $STATE/slurm.conf ]] && ours slurmctld "$ctld_pid" && ours slurmd \
-        "$(tr -dc 0-9 <"$RUN/slurmd.pid" 2>/dev/null || true)"; then
+        "$(tr -dc 0-9 2>/dev/null <"$RUN/slurmd.pid" || true)"; then
     export SLURM_CONF=$STATE/slurm.conf
     jobs=$(timeout 10 squeue -h -o %A 2>/dev/null || true)
     if [[ -n $jobs ]]; then
@@ -56,7 +58,7 @@ fi
 for name in slurmd slurmctld slurmdbd mariadbd munged; do
     pidfile=$RUN/$name.pid
     [[ -r $pidfile ]] || continue
-    pid=$(tr -dc 0-9 <"$pidfile" 2>/dev/null || true)
+    pid=$(tr -dc 0-9 2>/dev/null <"$pidfile" || true)
     if ours "$name" "$pid"; then
         kill -TERM "$pid" 2>/dev/null || true
         deadline=$((SECONDS + WAIT))

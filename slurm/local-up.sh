@@ -60,12 +60,14 @@ flock -w "$TIMEOUT" 9 || die "another local-up.sh/local-down.sh holds $STATE/.lo
 alive() {  # NAME PIDFILE
     local pid st
     [[ -r $2 ]] || return 1
-    pid=$(tr -dc 0-9 <"$2" 2>/dev/null || true)
+    pid=$(tr -dc 0-9 2>/dev/null <"$2" || true)
     [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]] || return 1
     st=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
     [[ -n $st && $st != Z && $st != X ]] || return 1
-    { tr '\0' '\n' <"/proc/$pid/cmdline"; tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null \
-        | grep -qF -- "$STATE/"
+    # No `| grep -q` here: under pipefail the writer's SIGPIPE turns a match into a miss.
+    local info
+    info=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null; tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null)
+    [[ $info == *"$STATE/"* ]]
 }
 
 tail_log() {  # LOGFILE...
@@ -211,13 +213,25 @@ else
     ACCOUNTING=0 DAEMONS=(munged slurmctld slurmd)
 fi
 
+declare -A PORT_OF=([slurmctld]=$CTLD_PORT [slurmd]=$SLURMD_PORT)
+((ACCOUNTING)) && PORT_OF+=([slurmdbd]=$DBD_PORT [mariadbd]=$DB_PORT)
+
 # Every daemon: no stdin/stdout/stderr of ours (a caller capturing output would otherwise
 # wait for EOF forever) and no lock fd.
 launch() {  # NAME COMMAND...
     local name=$1
     shift
+    # Readiness is judged by the port, so someone else on it would look like success.
+    if [[ -n ${PORT_OF[$name]:-} ]] && listening "${PORT_OF[$name]}"; then
+        die "port ${PORT_OF[$name]} for $name is taken by another process; run" \
+            "slurm/local-down.sh $STATE and retry (ports are re-picked while the cluster is down)"
+    fi
     setsid "$@" </dev/null >>"$LOG/$name.out" 2>&1 9>&- &
+    # The others fork into the background: reap their launcher so no zombie stays behind
+    # where init does not reap (containers).
+    [[ $name == mariadbd ]] || LAUNCHED+=($!)
 }
+LAUNCHED=()
 
 # ---------------------------------------------------------------- munge
 if ! alive munged "$RUN/munged.pid"; then
@@ -263,7 +277,8 @@ if ((ACCOUNTING)); then
         wait_for "slurmdbd pid file" "$LOG/slurmdbd.log" -- alive slurmdbd "$RUN/slurmdbd.pid"
     fi
     # slurmctld only sends job records for a cluster the database knows.
-    if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx harness; then
+    clusters=$(sacctmgr -n -P list cluster format=cluster 2>/dev/null || true)
+    if [[ $'\n'$clusters$'\n' != *$'\nharness\n'* ]]; then
         sacctmgr -i add cluster harness >"$LOG/sacctmgr.log" 2>&1 9>&- \
             || { tail_log "$LOG/sacctmgr.log" "$LOG/slurmdbd.log"; die "sacctmgr add cluster failed"; }
     fi
@@ -273,7 +288,7 @@ fi
 if ! alive slurmctld "$RUN/slurmctld.pid"; then
     launch slurmctld slurmctld -f "$CONF"
 fi
-ping_up() { scontrol ping | grep -q 'is UP'; }
+ping_up() { [[ $(scontrol ping 2>/dev/null) == *"is UP"* ]]; }
 wait_for "slurmctld (scontrol ping UP, port $CTLD_PORT)" "$LOG/slurmctld.log" "$LOG/slurmctld.out" -- ping_up
 wait_for "slurmctld pid file" "$LOG/slurmctld.log" -- alive slurmctld "$RUN/slurmctld.pid"
 
@@ -289,6 +304,7 @@ wait_for "node $HOST to be idle in sinfo (port $SLURMD_PORT)" \
     "$LOG/slurmd.log" "$LOG/slurmd.out" "$LOG/slurmctld.log" -- node_up
 wait_for "slurmd pid file" "$LOG/slurmd.log" -- alive slurmd "$RUN/slurmd.pid"
 
+((${#LAUNCHED[@]} == 0)) || wait "${LAUNCHED[@]}" 2>/dev/null || true
 echo "export SLURM_CONF=$CONF" >"$STATE/env.sh"
 echo "local-up.sh: cluster up in $STATE (daemons: ${DAEMONS[*]}; accounting: $( ((ACCOUNTING)) && echo on || echo off))" >&2
 echo "export SLURM_CONF=$CONF"

@@ -1,0 +1,169 @@
+"""``harness``: run tables, report them, and inspect methods. ``harness COMMAND --help``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+DEFAULT_RESULTS = os.environ.get("HARNESS_RESULTS", "results")
+
+
+def cmd_run(a) -> int:
+    import tables
+    from harness import jobs
+    from harness.slurm_check import load_profile
+
+    spec = tables.load(a.table)
+    profile = load_profile(a.profile or ("local" if a.cluster == "slurm" else None)) \
+        if a.cluster == "slurm" or a.profile else None
+    rt = jobs.default_runtime(a.cluster, a.results, a.data_root, wandb=a.wandb or None)
+    plan = jobs.plan(spec, a.preset, a.results, a.seed, rt, only=a.only)
+    summary = jobs.run(plan, a.cluster, Path(a.results), profile, timeout_s=a.timeout)
+    print(json.dumps(summary))
+    return 1 if summary["failed"] else 0
+
+
+def cmd_report(a) -> int:
+    from harness.reporting import report
+
+    written = report(a.tables or None, a.preset, Path(a.results), Path(a.out) if a.out else None,
+                     check_tex=a.check_tex)
+    for p in written:
+        print(p)
+    return 0
+
+
+def cmd_audit(a) -> int:
+    from harness.instruments import audit
+
+    r = audit(a.method, a.preset, a.seed)
+    if a.json:
+        print(json.dumps(r, indent=2))
+    else:
+        groups = list(next(iter(r["terms"].values())))
+        print(f"{'group':<16}" + "".join(f"{t:>14}" for t in r["terms"]))
+        for g in groups:
+            print(f"{g:<16}" + "".join(f"{r['terms'][t][g]:>14.4g}" for t in r["terms"]))
+    return 0
+
+
+def cmd_flops(a) -> int:
+    from harness.instruments import step_flops
+    from methods.registry import parse
+
+    batch = a.batch or (256 if a.preset == "paper" else None)
+    from harness import presets
+
+    batch = batch or presets.get(a.preset)["train"]["batch_size"]
+    base = parse(a.method)[0].name
+    f = step_flops(a.method, a.preset, batch)
+    f0 = step_flops(base, a.preset, batch)
+    print(f"{a.method} @ {a.preset}, {batch} images/step: {f / 1e9:.2f} GFLOPs/image "
+          f"(train step, fwd+bwd); {base}: {f0 / 1e9:.2f}; ratio {f / f0:.4f}")
+    return 0
+
+
+def cmd_params(a) -> int:
+    from harness.instruments import params_millions
+
+    print(f"{a.method} @ {a.preset}: {params_millions(a.method, a.preset):.1f}M trainable "
+          f"parameters (online model)")
+    return 0
+
+
+def cmd_methods(a) -> int:
+    from methods.registry import ADDONS, BASES, parse
+
+    parse("moco_v3")  # registers built-ins
+    print("base methods:")
+    for n, c in sorted(BASES.items()):
+        print(f"  {n:<16} {c.description}  [views: two-view {c.augmentation} augmentation]")
+    print("add-ons (compose as base+addon@modifier):")
+    for n, c in sorted(ADDONS.items()):
+        print(f"  {n:<16} {c.description}  [needs: {', '.join(c.requires) or 'two views'}; "
+              f"modifiers {c.modifier_help}]")
+    return 0
+
+
+def cmd_data_synth(a) -> int:
+    from harness.data.synthetic import generate
+
+    print(generate(Path(a.root), seed=a.seed, n_classes=a.classes, size=a.size,
+                   train_per_class=a.train_per_class, val_per_class=a.val_per_class, force=a.force))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run a table's jobs (only those without a result)")
+    r.add_argument("table")
+    r.add_argument("--preset", default="tiny")
+    r.add_argument("--cluster", choices=["debug", "local", "slurm"], default="local")
+    r.add_argument("--profile", help="slurm/<NAME>.yaml or a path (default for slurm: local)")
+    r.add_argument("--results", default=DEFAULT_RESULTS)
+    r.add_argument("--data-root", help="ImageFolder root with train/ and val/ (paper preset)")
+    r.add_argument("--only", choices=["pretrain"])
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--wandb", action="store_true", help="log to wandb (offline by default)")
+    r.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    r.set_defaults(fn=cmd_run)
+
+    r = sub.add_parser("report", help="render tables from the results present")
+    r.add_argument("tables", nargs="*")
+    r.add_argument("--preset", help="only this preset (default: every preset with results)")
+    r.add_argument("--results", default=DEFAULT_RESULTS)
+    r.add_argument("--out", help="output directory (default: RESULTS/report/PRESET)")
+    r.add_argument("--check-tex", action="store_true", help="compile each .tex with pdflatex")
+    r.set_defaults(fn=cmd_report)
+
+    for name, fn, default_preset, help_ in (
+            ("audit", cmd_audit, "tiny", "per-term gradient norms on each parameter group"),
+            ("flops", cmd_flops, "paper", "training FLOPs per image and ratio to the base method"),
+            ("params", cmd_params, "paper", "trainable parameters of the online model")):
+        r = sub.add_parser(name, help=help_)
+        r.add_argument("method")
+        r.add_argument("--preset", default=default_preset)
+        if name == "audit":
+            r.add_argument("--json", action="store_true")
+            r.add_argument("--seed", type=int, default=0)
+        if name == "flops":
+            r.add_argument("--batch", type=int, help="images per GPU (paper: 256)")
+        r.set_defaults(fn=fn)
+
+    r = sub.add_parser("methods", help="list registered methods and add-ons")
+    r.set_defaults(fn=cmd_methods)
+
+    d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
+    s = d.add_parser("synth", help="write the synthetic ImageFolder set")
+    s.add_argument("--root", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--classes", type=int, default=10)
+    s.add_argument("--size", type=int, default=64)
+    s.add_argument("--train-per-class", type=int, default=200)
+    s.add_argument("--val-per-class", type=int, default=50)
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(fn=cmd_data_synth)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except HarnessError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; finished results are kept — re-run the same command to "
+              "continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Linear probe (spec/evals.md §7.1): frozen backbone, concatenated final-LayerNorm [CLS] of
+the last n blocks, one Linear(N(0, 0.01), bias 0), SGD m 0.9 wd 0, lr = base·B/256, cosine
+per epoch; top-1/top-5 on val after the last epoch.
+
+With ``augment`` (paper preset) features are recomputed every epoch under RandomResizedCrop +
+flip, as the recipe does; without it (tiny/micro) they are extracted once and cached, which
+at that scale changes nothing but the time it takes.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+from tqdm import tqdm
+
+from harness.data import ImageFolderDataset
+from harness.views import BICUBIC, MEAN, STD
+
+
+def eval_transform(img_size: int, resize: int) -> T.Compose:
+    return T.Compose([T.Resize(resize, interpolation=BICUBIC), T.CenterCrop(img_size),
+                      T.ToTensor(), T.Normalize(MEAN, STD)])
+
+
+def train_transform(img_size: int) -> T.Compose:
+    return T.Compose([T.RandomResizedCrop(img_size), T.RandomHorizontalFlip(),
+                      T.ToTensor(), T.Normalize(MEAN, STD)])
+
+
+@torch.no_grad()
+def extract(backbone, dataset, n_last: int, batch_size: int, device, desc: str, quiet=False):
+    feats, labels = [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    for x, y in tqdm(loader, desc=desc, disable=quiet, leave=False):
+        feats.append(backbone.features(x.to(device), n_last=n_last).float().cpu())
+        labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def topk(logits: torch.Tensor, y: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
+    k = min(max(ks), logits.shape[1])
+    pred = logits.topk(k, dim=1).indices
+    hit = pred == y[:, None]
+    return {f"top{kk}": 100.0 * hit[:, :min(kk, k)].any(1).float().mean().item() for kk in ks}
+
+
+def fit_linear(train_x, train_y, n_classes: int, epochs: int, batch_size: int, base_lr: float,
+               seed: int = 0, feature_fn=None, quiet=False) -> nn.Linear:
+    """SGD on a linear layer; ``train_x`` are features, or inputs of ``feature_fn``."""
+    g = torch.Generator().manual_seed(seed)
+    d = train_x.shape[1] if feature_fn is None else feature_fn(train_x[:2]).shape[1]
+    head = nn.Linear(d, n_classes)
+    nn.init.normal_(head.weight, std=0.01, generator=g)
+    nn.init.zeros_(head.bias)
+    lr = base_lr * batch_size / 256
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0)
+    n = len(train_x)
+    for _ in tqdm(range(epochs), desc="linear", disable=quiet, leave=False):
+        for idx in torch.randperm(n, generator=g).split(batch_size):
+            x = train_x[idx] if feature_fn is None else feature_fn(train_x[idx])
+            loss = nn.functional.cross_entropy(head(x), train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return head
+
+
+def linear_probe(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False) -> dict:
+    from harness.train import load_trained
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    lc = cfg["linear"]
+    method = load_trained(run_dir, device)
+    backbone = method.eval_backbone().to(device).eval()
+    size = cfg["model"]["img_size"]
+    ev = eval_transform(size, lc["resize"])
+    val = ImageFolderDataset(data_root, "val", transform=ev)
+    vx, vy = extract(backbone, val, lc["n_last"], lc["batch_size"], device, "val features", quiet)
+    n_classes = len(val.classes)
+    if lc["augment"]:
+        train = ImageFolderDataset(data_root, "train", transform=train_transform(size))
+        head = _fit_augmented(backbone, train, n_classes, lc, cfg["seed"], device, quiet)
+    else:
+        train = ImageFolderDataset(data_root, "train", transform=ev)
+        tx, ty = extract(backbone, train, lc["n_last"], lc["batch_size"], device,
+                         "train features", quiet)
+        head = fit_linear(tx, ty, n_classes, lc["epochs"], lc["batch_size"], lc["base_lr"],
+                          cfg["seed"], quiet=quiet)
+    with torch.no_grad():
+        metrics = topk(head(vx), vy)
+    metrics["n_train"], metrics["n_val"] = len(train), len(val)
+    return metrics
+
+
+def _fit_augmented(backbone, train, n_classes, lc, seed, device, quiet) -> nn.Linear:
+    """The paper recipe: fresh augmented features every epoch (GPU-scale)."""
+    g = torch.Generator().manual_seed(seed)
+    d = backbone.width * lc["n_last"]
+    head = nn.Linear(d, n_classes).to(device)
+    nn.init.normal_(head.weight, std=0.01, generator=None)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.SGD(head.parameters(), lr=lc["base_lr"] * lc["batch_size"] / 256,
+                          momentum=0.9, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=lc["epochs"], eta_min=0)
+    loader = DataLoader(train, batch_size=lc["batch_size"], shuffle=True, generator=g,
+                        num_workers=8, drop_last=False)
+    for _ in tqdm(range(lc["epochs"]), desc="linear", disable=quiet):
+        for x, y in loader:
+            with torch.no_grad():
+                f = backbone.features(x.to(device), n_last=lc["n_last"]).float()
+            loss = nn.functional.cross_entropy(head(f), y.to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return head.cpu()

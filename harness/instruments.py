@@ -1,0 +1,118 @@
+"""Instruments: where each loss term's gradient goes (audit), what a step costs (flops),
+how big the online model is (params). None of them needs data or a trained model.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness import config as C
+from harness.group import D4, Element
+from methods.base import Progress
+
+
+def _group_of(name: str, method) -> str | None:
+    m = re.match(r"backbone\.vit\.blocks\.(\d+)\.", name)
+    if m:
+        return f"blocks.{m.group(1)}"
+    for prefix, group in (("backbone.vit.patch_embed.", "patch_embed"),
+                          ("backbone.vit.pos_embed", "pos_embed"),
+                          ("backbone.vit.cls_token", "cls_token"),
+                          ("backbone.vit.norm.", "norm"),
+                          ("backbone.norm_equiv.", "norm_equiv")):
+        if name.startswith(prefix):
+            return group
+    m = re.match(r"addons\.(\d+)\.([^.]+)\.", name)
+    if m:
+        return f"{method.addons[int(m.group(1))].name}.{m.group(2)}"
+    top = name.split(".")[0]
+    if top.startswith(("momentum_", "teacher_")):
+        return None  # gradient-free copies
+    return top
+
+
+def groups(method) -> dict[str, list]:
+    depth = len(method.backbone.blocks)
+    names = ["patch_embed", "pos_embed", *[f"blocks.{i}" for i in range(depth)],
+             "cls_token", "norm_equiv", "norm"]
+    out: dict[str, list] = {n: [] for n in names}
+    for n, p in method.named_parameters():
+        g = _group_of(n, method)
+        if g is not None:
+            out.setdefault(g, []).append(p)
+    return out
+
+
+def random_batch(method, cfg: dict, seed: int = 0) -> dict:
+    """One real batch through the method's view policy, from random-noise images."""
+    from harness.train import PretrainBatches, build_policy
+
+    policy = build_policy(method, cfg)
+    rng = np.random.default_rng(seed)
+    size = cfg["model"]["img_size"] + cfg["model"]["img_size"] // 8
+    imgs = [(Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)), 0)
+            for _ in range(cfg["train"]["batch_size"])]
+    return PretrainBatches(imgs, policy, cfg["train"]["batch_size"], seed)[0]
+
+
+def audit(method_name: str, preset: str = "tiny", seed: int = 0) -> dict:
+    """Gradient norm that each loss term alone puts on each parameter group."""
+    cfg = C.resolve(method_name, preset, seed)
+    torch.manual_seed(seed)
+    method = C.build_method(cfg).train()
+    batch = random_batch(method, cfg, seed)
+    terms = method.training_step(batch, Progress(0, 1, 1))
+    grp = groups(method)
+    result = {"method": cfg["method"], "preset": preset, "terms": {}}
+    for term, value in terms.items():
+        norms = {}
+        for g, params in grp.items():
+            live = [p for p in params if p.requires_grad]
+            grads = torch.autograd.grad(value, live, retain_graph=True, allow_unused=True) if live else []
+            sq = sum(float(gr.pow(2).sum()) for gr in grads if gr is not None)
+            norms[g] = math.sqrt(sq)
+        result["terms"][term] = norms
+    return result
+
+
+def _meta_batch(method, cfg: dict, batch_size: int) -> dict:
+    """Shapes of a real batch on the meta device: B1 two-view images + SER's B2 pairs."""
+    from harness.train import build_policy
+
+    s, p = cfg["model"]["img_size"], cfg["model"]["patch_size"]
+    policy = build_policy(method, cfg)
+    n2 = policy.n_equiv(batch_size)
+    views = [[torch.empty(batch_size - n2, 3, s, s, device="meta")] for _ in range(2)]
+    batch = {"views": views}
+    if n2:
+        grid = (s // p, s // p)   # the expected token area of SER's rescale is the base grid
+        g1 = [Element(D4(i % 2, 0), grid, grid) for i in range(n2)]
+        g2 = [Element(D4(1 - i % 2, 1), grid, grid) for i in range(n2)]
+        for v in views:
+            v.append(torch.empty(n2, 3, s, s, device="meta"))
+        batch["equiv"] = {"g1": g1, "g2": g2, "chunk": 1}
+    return batch
+
+
+def step_flops(method_name: str, preset: str, batch_size: int) -> float:
+    """Training FLOPs (forward + backward) of one step, per image, without real data."""
+    cfg = C.resolve(method_name, preset, batch_size=batch_size)
+    with torch.device("meta"):
+        method = C.build_method(cfg).train()
+    batch = _meta_batch(method, cfg, batch_size)
+    with FlopCounterMode(display=False) as fc:
+        terms = method.training_step(batch, Progress(0, 1, 1))
+        sum(terms.values()).backward()
+    return fc.get_total_flops() / batch_size
+
+
+def params_millions(method_name: str, preset: str = "paper") -> float:
+    cfg = C.resolve(method_name, preset)
+    with torch.device("meta"):
+        method = C.build_method(cfg)
+    return sum(p.numel() for p in method.trainable_parameters()) / 1e6

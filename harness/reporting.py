@@ -1,0 +1,44 @@
+"""Results → rendered tables: read the JSONs a table's jobs wrote, hand them to ``report``."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+import tables
+from harness import jobs, presets
+from harness.errors import HarnessError
+from harness.report import render_table
+
+
+def table_results(spec, preset: str, results_dir: Path) -> pd.DataFrame:
+    rows = []
+    for rec in jobs.load_results(jobs.plan(spec, preset, results_dir)):
+        for metric, value in rec["metrics"].items():
+            rows.append({"method": rec["method"], "dataset": rec["dataset"],
+                         "metric": metric, "value": value})
+    return pd.DataFrame(rows, columns=["method", "dataset", "metric", "value"])
+
+
+def report(names, preset, results_dir: Path, out: Path | None, check_tex=False) -> list[Path]:
+    written = []
+    for name in names or tables.available():
+        spec = tables.load(name)
+        for p in [preset] if preset else list(presets.PRESETS):
+            df = table_results(spec, p, results_dir)
+            if df.empty:
+                continue
+            ctx = {"preset": p, "scale": presets.get(p)["scale"],
+                   "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            paths = render_table(spec, df, out or results_dir / "report" / p, ctx)
+            if check_tex:
+                from harness.report import compile_check
+
+                compile_check(paths["tex"])
+            written += list(paths.values())
+    if not written:
+        which = f"at preset {preset}" if preset else "at any preset"
+        raise HarnessError(f"no results for {', '.join(names or tables.available())} {which} in "
+                           f"{results_dir}: run `harness run TABLE --preset PRESET` first")
+    return written
