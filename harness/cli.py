@@ -15,11 +15,13 @@ DEFAULT_RESULTS = os.environ.get("HARNESS_RESULTS", "results")
 def cmd_run(a) -> int:
     import tables
     from harness import jobs
-    from harness.slurm_check import load_profile
 
     spec = tables.load(a.table)
-    profile = load_profile(a.profile or ("local" if a.cluster == "slurm" else None)) \
-        if a.cluster == "slurm" or a.profile else None
+    profile = None
+    if a.cluster == "slurm" or a.profile:
+        from harness.slurm_check import load_profile
+
+        profile = load_profile(a.profile or "local")
     rt = jobs.default_runtime(a.cluster, a.results, a.data_root, wandb=a.wandb or None)
     plan = jobs.plan(spec, a.preset, a.results, a.seed, rt, only=a.only)
     summary = jobs.run(plan, a.cluster, Path(a.results), profile, timeout_s=a.timeout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -109,7 +109,9 @@ def _executor(cluster: str, folder: Path, profile: dict | None, name: str):
         return ex
     from harness.slurm_check import submitit_parameters
 
-    ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    from harness.slurm_check import executor_kwargs
+
+    ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm", **executor_kwargs(profile))
     ex.update_parameters(name=name, **submitit_parameters(profile))
     return ex
 
@@ -124,6 +126,10 @@ def run(jobs: list[Job], cluster: str, results_dir: Path, profile: dict | None =
         log(f"nothing to submit: all {len(jobs)} results exist in {results_dir}")
         return {"submitted": 0, "skipped": skipped, "failed": 0}
     log(f"{len(todo)} job(s) to run, {skipped} already done ({cluster})")
+    # Generated datasets are written once here, not raced for by concurrent jobs.
+    for j in todo:
+        rt = j.cfg.get("runtime", {})
+        C.ensure_data(j.cfg, C.data_root(j.cfg, Path(rt["results_dir"]), rt.get("data_root")))
     if cluster == "debug":
         failed = 0
         for j in todo:
@@ -138,8 +144,13 @@ def run(jobs: list[Job], cluster: str, results_dir: Path, profile: dict | None =
 
         ensure_slurm_reachable()
     folder = results_dir / "logs" / "%j"
-    submitted: dict[str, object] = {}   # result path -> submitit job
-    pending = list(todo)
+    submitted: dict[str, object] = {}   # result path -> submitit job (or an attached one)
+    for j in todo:
+        live = _in_flight(results_dir, j, cluster)
+        if live:
+            submitted[j.result] = live
+            log(f"{j.name} is already running as job {live.job_id}: not submitted again")
+    pending = [j for j in todo if j.result not in submitted]
     failed: list[str] = []
     t0 = time.time()
     while pending or any(not s.done() for s in submitted.values()):
@@ -192,11 +203,53 @@ def _tail(s, n: int = 3) -> str:
         return "no log"
 
 
+def _record_path(results_dir: Path, job: Job) -> Path:
+    return results_dir / "jobs" / f"{hashlib.sha1(job.result.encode()).hexdigest()[:12]}.json"
+
+
 def _record(results_dir: Path, job: Job, sjob, cluster: str) -> None:
     rec = {"name": job.name, "job_id": str(sjob.job_id), "cluster": cluster, "kind": job.kind,
-           "result": job.result, "submitted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    key = hashlib.sha1(job.result.encode()).hexdigest()[:12]
-    write_json(results_dir / "jobs" / f"{key}.json", rec)
+           "result": job.result, "stderr": str(sjob.paths.stderr),
+           "submitted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(_record_path(results_dir, job), rec)
+
+
+@dataclass
+class _Attached:
+    """A job an earlier ``harness run`` submitted that is still queued or running."""
+
+    job_id: str
+    cluster: str
+    result: str
+    stderr: str
+
+    def alive(self) -> bool:
+        if self.cluster == "local":
+            try:
+                return "submitit" in Path(f"/proc/{self.job_id}/cmdline").read_text()
+            except OSError:
+                return False
+        out = subprocess.run(["squeue", "-h", "-j", self.job_id, "-o", "%T"],
+                             capture_output=True, text=True)
+        return out.stdout.strip() not in ("", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+
+    def done(self) -> bool:
+        return Path(self.result).exists() or not self.alive()
+
+    @property
+    def paths(self):
+        return type("P", (), {"stderr": self.stderr})
+
+
+def _in_flight(results_dir: Path, job: Job, cluster: str) -> _Attached | None:
+    rec_path = _record_path(results_dir, job)
+    if not rec_path.exists():
+        return None
+    rec = read_json(rec_path)
+    if rec["cluster"] != cluster:
+        return None
+    a = _Attached(rec["job_id"], cluster, job.result, rec.get("stderr", ""))
+    return a if a.alive() else None
 
 
 def load_results(jobs: list[Job]) -> list[dict]:
@@ -212,5 +265,3 @@ def default_runtime(cluster: str, results_dir: Path, data_root: str | None, **ex
     rt.update({k: v for k, v in extra.items() if v is not None})
     return rt
 
-
-os.environ.setdefault("SUBMITIT_EXECUTOR", "")  # not used; keeps submitit's env lookups quiet

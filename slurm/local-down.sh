@@ -7,6 +7,8 @@
 # matches and the process was started for this STATE_DIR: other people's daemons on a shared
 # machine are never touched. Idempotent: a stopped or half-started cluster is fine.
 set -euo pipefail
+# The daemons live in sbin, which a non-login root shell may not have on PATH.
+export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
 STATE=${HARNESS_SLURM_DIR:-/tmp/harness-slurm}
 PURGE=0

@@ -17,6 +17,8 @@
 # started. Ports are picked free once per STATE_DIR, so several clusters (e.g. concurrent
 # test sessions in different temp dirs) can coexist on one machine.
 set -euo pipefail
+# The daemons live in sbin, which a non-login root shell may not have on PATH.
+export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
 STATE=${1:-${HARNESS_SLURM_DIR:-/tmp/harness-slurm}}
 ACCOUNTING=${HARNESS_SLURM_ACCOUNTING:-auto}
@@ -256,12 +258,14 @@ if ((ACCOUNTING)); then
     if ! alive mariadbd "$RUN/mariadbd.pid"; then
         dbopts=(--no-defaults --datadir="$DB/data" --user=root --skip-name-resolve
                 --innodb-log-file-size=8M --innodb-buffer-pool-size=32M)
-        if [[ ! -d $DB/data/mysql ]]; then
+        # The stamp, not the directory, says the install finished: an interrupted one is redone.
+        if [[ ! -e $DB/installed ]]; then
             rm -rf "$DB/data"
             # Leaves root@127.0.0.1 without a password: it listens on loopback only.
             mariadb-install-db "${dbopts[@]}" --auth-root-authentication-method=normal \
                 --skip-test-db </dev/null >"$LOG/mariadb-install.log" 2>&1 9>&- \
                 || { tail_log "$LOG/mariadb-install.log"; die "mariadb-install-db failed"; }
+            touch "$DB/installed"
         fi
         launch mariadbd mariadbd "${dbopts[@]}" --bind-address=127.0.0.1 --port="$DB_PORT" \
             --socket="$DB/mysqld.sock" --pid-file="$RUN/mariadbd.pid" \
