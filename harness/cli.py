@@ -22,7 +22,8 @@ def cmd_run(a) -> int:
         from harness.slurm_check import load_profile
 
         profile = load_profile(a.profile or "local")
-    rt = jobs.default_runtime(a.cluster, a.results, a.data_root, wandb=a.wandb or None)
+    rt = jobs.default_runtime(a.cluster, a.results, a.data_root, wandb=a.wandb or None,
+                              threads=(profile or {}).get("cpus_per_task"))
     plan = jobs.plan(spec, a.preset, a.results, a.seed, rt, only=a.only)
     summary = jobs.run(plan, a.cluster, Path(a.results), profile, timeout_s=a.timeout)
     print(json.dumps(summary))

@@ -41,6 +41,7 @@ def resolve(method: str, preset: str = "tiny", seed: int = 0, **train_overrides)
         "addons": addon_cfgs,
         "train": {**p["train"], **train_overrides},
         "data": dict(p["data"]),
+        "views": dict(p.get("views", {})),
     }
 
 

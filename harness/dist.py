@@ -73,3 +73,35 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     x = x.clone()
     dist.all_reduce(x)
     return x / world_size()
+
+
+def init_from_env() -> bool:
+    """Start torch.distributed from torchrun's or submitit's (Slurm) environment.
+
+    Returns False, and does nothing, for a single process. Called once per job.
+    """
+    import os
+
+    if is_dist():
+        return True
+    if not os.environ.get("WORLD_SIZE") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return True
+
+
+def average_gradients(params) -> None:
+    """What DDP does after backward: every rank ends with the mean gradient."""
+    if not is_dist():
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world_size())

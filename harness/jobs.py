@@ -125,11 +125,19 @@ def run(jobs: list[Job], cluster: str, results_dir: Path, profile: dict | None =
     if not todo:
         log(f"nothing to submit: all {len(jobs)} results exist in {results_dir}")
         return {"submitted": 0, "skipped": skipped, "failed": 0}
+    if cluster == "slurm":
+        from harness.slurm_check import ensure_slurm_reachable
+
+        ensure_slurm_reachable()
     log(f"{len(todo)} job(s) to run, {skipped} already done ({cluster})")
-    # Generated datasets are written once here, not raced for by concurrent jobs.
-    for j in todo:
-        rt = j.cfg.get("runtime", {})
-        C.ensure_data(j.cfg, C.data_root(j.cfg, Path(rt["results_dir"]), rt.get("data_root")))
+    # Generated datasets are written once here, not raced for by concurrent jobs; a bad
+    # dataset root is reported before anything is queued.
+    from harness.data import check_imagefolder
+
+    for root in {C.data_root(j.cfg, results_dir, j.cfg["runtime"].get("data_root")): j for j in todo}.items():
+        C.ensure_data(root[1].cfg, root[0])
+        for split in ("train", "val"):
+            check_imagefolder(root[0], split)
     if cluster == "debug":
         failed = 0
         for j in todo:
@@ -139,10 +147,6 @@ def run(jobs: list[Job], cluster: str, results_dir: Path, profile: dict | None =
             else:
                 failed += 1
         return {"submitted": len(todo), "skipped": skipped, "failed": failed}
-    if cluster == "slurm":
-        from harness.slurm_check import ensure_slurm_reachable
-
-        ensure_slurm_reachable()
     folder = results_dir / "logs" / "%j"
     submitted: dict[str, object] = {}   # result path -> submitit job (or an attached one)
     for j in todo:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import os
 import random
 import time
 from pathlib import Path
@@ -29,7 +29,8 @@ from methods.base import Progress, cosine
 
 
 def build_policy(method, cfg: dict) -> ViewPolicy:
-    aug = SSLAugmentation(method.augmentation, cfg["model"]["img_size"])
+    aug = SSLAugmentation(method.augmentation, cfg["model"]["img_size"],
+                          cfg.get("views", {}).get("crop_min"))
     equiv = None
     for a in method.addons:
         equiv = a.view_options().get("equiv_pairs", equiv)
@@ -111,12 +112,18 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     run_dir.mkdir(parents=True, exist_ok=True)
     if rt.get("threads"):
         torch.set_num_threads(rt["threads"])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dist.init_from_env()
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+        else torch.device("cpu")
+    lead = dist.rank() == 0     # only rank 0 writes files
     torch.manual_seed(cfg["seed"])
     random.seed(cfg["seed"])
     np.random.seed(cfg["seed"])
 
     method = build_method(cfg).to(device)
+    if dist.is_dist() and device.type == "cuda":
+        # The specs' BatchNorms use global-batch statistics.
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     policy = build_policy(method, cfg)
     tr = cfg["train"]
     images = ImageFolderDataset(data_root, "train")
@@ -140,9 +147,10 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         _set_rng_state(ck["rng"])
         start = ck["step"]
     log_path = run_dir / "log.jsonl"
-    _trim_log(log_path, start)
+    if lead:
+        _trim_log(log_path, start)
 
-    tracker = _wandb(cfg, run_dir) if rt.get("wandb") else None
+    tracker = _wandb(cfg, run_dir) if rt.get("wandb") and lead else None
     loader = DataLoader(batches, batch_size=None, sampler=range(start, total),
                         num_workers=rt.get("num_workers", 0),
                         generator=torch.Generator().manual_seed(0),  # keep global RNG untouched
@@ -150,10 +158,10 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     amp = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     ckpt_every = rt.get("ckpt_every") or max(1, total // 4)
     end = total if stop_at is None else min(stop_at, total)
-    bar = tqdm(total=total, initial=start, desc=run_id(cfg), disable=rt.get("quiet", False),
+    bar = tqdm(total=total, initial=start, desc=run_id(cfg), disable=rt.get("quiet", False) or not lead,
                dynamic_ncols=True, mininterval=1.0)
     t0, it = time.time(), start
-    with open(log_path, "a") as log:
+    with open(log_path if lead else os.devnull, "a") as log:
         for it, batch in zip(range(start, end), loader):
             progress = Progress(it, total, spe)
             lr = lr_at(cfg["recipe"], it, total, spe, tr["batch_size"])
@@ -171,6 +179,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
                                    f"(recipe base_lr={cfg['recipe']['base_lr']}) or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            dist.average_gradients(method.trainable_parameters())
             method.clip_gradients(progress)
             opt.step()
             method.after_step(progress)
@@ -183,7 +192,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
                 tracker.log(row, step=it + 1)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if (it + 1) % ckpt_every == 0 or it + 1 == end:
+            if lead and ((it + 1) % ckpt_every == 0 or it + 1 == end):
                 save_torch(ckpt_path, {"step": it + 1, "model": method.state_dict(),
                                        "optimizer": opt.state_dict(), "rng": _rng_state(),
                                        "config": cfg})
@@ -193,7 +202,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     done = end == total
     summary = {"run_id": run_id(cfg), "steps": end, "total_steps": total, "finished": done,
                "seconds": time.time() - t0, "method": cfg["method"], "preset": cfg["preset"]}
-    if done:
+    if done and lead:
         write_json(run_dir / "pretrain.json", summary)
     return summary
 

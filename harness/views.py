@@ -39,6 +39,7 @@ def _blur(size: int, p: float):
 class SSLAugmentation:
     name: str
     size: int
+    crop_min: float | None = None   # presets below 224 px raise the method's minimum crop scale
     geometric: T.Compose = field(init=False)
     photometric: list = field(init=False)
 
@@ -46,6 +47,8 @@ class SSLAugmentation:
         if self.name not in SSL_AUGS:
             raise HarnessError(f"no SSL augmentation '{self.name}'; known: {', '.join(SSL_AUGS)}")
         scale, interp, blur_p, sol_p = SSL_AUGS[self.name]
+        if self.crop_min is not None:
+            scale = (max(scale[0], self.crop_min), scale[1])
         self.geometric = T.Compose([T.RandomResizedCrop(self.size, scale=scale, interpolation=interp),
                                     T.RandomHorizontalFlip()])
         self.photometric = [
