@@ -160,13 +160,10 @@ def run(jobs: list[Job], cluster: str, results_dir: Path, profile: dict | None =
     while pending or any(not s.done() for s in submitted.values()):
         for j in list(pending):
             dep_jobs = [submitted[d] for d in j.deps if d in submitted]
-            deps_ready = all(Path(d).exists() for d in j.deps)
-            if cluster == "local" and not deps_ready:
-                if any(submitted[d].done() for d in j.deps if d in submitted):
-                    pass  # the dependency finished without a result: handled below
-                continue
-            if cluster == "slurm" and not deps_ready and len(dep_jobs) != len(j.deps):
-                continue
+            if not all(Path(d).exists() for d in j.deps):
+                # Locally a job starts once its inputs exist; Slurm holds it with afterok.
+                if cluster == "local" or len(dep_jobs) != len(j.deps):
+                    continue
             ex = _executor(cluster, folder, profile, j.name)
             if cluster == "slurm" and dep_jobs:
                 ids = ":".join(str(s.job_id) for s in dep_jobs)

@@ -8,7 +8,6 @@ at that scale changes nothing but the time it takes.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -103,13 +102,13 @@ def _fit_augmented(backbone, train, n_classes, lc, seed, device, quiet) -> nn.Li
     g = torch.Generator().manual_seed(seed)
     d = backbone.width * lc["n_last"]
     head = nn.Linear(d, n_classes).to(device)
-    nn.init.normal_(head.weight, std=0.01, generator=None)
+    nn.init.normal_(head.weight, std=0.01)
     nn.init.zeros_(head.bias)
     opt = torch.optim.SGD(head.parameters(), lr=lc["base_lr"] * lc["batch_size"] / 256,
                           momentum=0.9, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=lc["epochs"], eta_min=0)
     loader = DataLoader(train, batch_size=lc["batch_size"], shuffle=True, generator=g,
-                        num_workers=8, drop_last=False)
+                        num_workers=lc.get("workers", 8), drop_last=False)
     for _ in tqdm(range(lc["epochs"]), desc="linear", disable=quiet):
         for x, y in loader:
             with torch.no_grad():
