@@ -73,7 +73,7 @@ def cmd_flops(a) -> int:
 def cmd_params(a) -> int:
     from harness.instruments import params_millions
 
-    print(f"{a.method} @ {a.preset}: {params_millions(a.method, a.preset):.1f}M trainable "
+    print(f"{a.method} @ {a.preset}: {params_millions(a.method, a.preset):.2f}M trainable "
           f"parameters (online model)")
     return 0
 
