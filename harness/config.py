@@ -29,7 +29,10 @@ def resolve(method: str, preset: str = "tiny", seed: int = 0, **train_overrides)
                     p["recipe_by_base"].get(base_cls.name, {}))
     addon_cfgs = []
     for cls, opts in addons:
-        addon_cfgs.append({"name": cls.name, "options": {**p["addons"].get(cls.name, {}), **opts}})
+        # Scale overrides for an add-on also hold for its variants (ser → ser_detached).
+        names = [c.name for c in cls.__mro__ if "name" in c.__dict__]
+        scale = next((p["addons"][n] for n in names if n in p["addons"]), {})
+        addon_cfgs.append({"name": cls.name, "options": {**scale, **opts}})
     return {
         "method": method.strip(),
         "base": base_cls.name,

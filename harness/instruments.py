@@ -72,7 +72,8 @@ def audit(method_name: str, preset: str = "tiny", seed: int = 0) -> dict:
     for term, value in terms.items():
         norms = {}
         for g, params in grp.items():
-            live = [p for p in params if p.requires_grad]
+            # A detached term (ser_detached) reaches nothing: every norm is 0.
+            live = [p for p in params if p.requires_grad] if value.requires_grad else []
             grads = torch.autograd.grad(value, live, retain_graph=True, allow_unused=True) if live else []
             sq = sum(float(gr.pow(2).sum()) for gr in grads if gr is not None)
             norms[g] = math.sqrt(sq)

@@ -2,8 +2,7 @@
 
 ``+ser`` is the paper's method: L = L_inv + λ·L_equiv, with L_equiv's gradient reaching the
 projector and blocks 1…k. ``+ser_detached`` and ``+delayed_cls`` (the public code's actual
-behaviour and its architecture-only ablation) come with the ablation issue; they reuse this
-class with the loss detached or removed.
+behaviour and its architecture-only ablation) are in ``ser_ablations.py``.
 """
 from __future__ import annotations
 

@@ -136,3 +136,21 @@ def test_view_policy_errors_name_the_fix():
     with pytest.raises(HarnessError) as e:
         random_batch(m, cfg)
     assert "@r" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_public_code_ablations_train_nothing_through_l_equiv():
+    r = audit("moco_v3+ser_detached", "micro")
+    assert all(v == 0.0 for v in r["terms"]["loss_equiv"].values())
+    assert r["terms"]["loss_inv"]["blocks.0"] > 0
+    r = audit("dino+delayed_cls", "micro")
+    assert set(r["terms"]) == {"loss_inv"}
+    m = C.build_method(C.resolve("dino+delayed_cls", "micro"))
+    assert m.backbone.cfg.cls_layer == 3
+    # Same forward as +ser: the detached loss has the value +ser's has, on the same batch.
+    vals = []
+    for name in ("moco_v3+ser", "moco_v3+ser_detached"):
+        cfg = C.resolve(name, "micro")
+        torch.manual_seed(0)
+        m = C.build_method(cfg).train()
+        vals.append(m.training_step(random_batch(m, cfg), Progress(0, 1, 1))["loss_equiv"].item())
+    assert vals[0] == pytest.approx(vals[1], rel=1e-6)
