@@ -66,10 +66,6 @@ class Element:
     def inverse(self) -> "Element":
         return Element(self.d.inverse(), self.dst, self.src)
 
-    @property
-    def is_permutation(self) -> bool:
-        return self.d.inverse().map_size(self.dst) == self.src
-
     def act(self, x: torch.Tensor, unit: int = 1) -> torch.Tensor:
         """Act on B×C×H×W: a token grid (unit=1) or an image (unit=patch size)."""
         src = (self.src[0] * unit, self.src[1] * unit)

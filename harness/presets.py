@@ -26,7 +26,7 @@ PRESETS: dict[str, dict] = {
                    "augment": True, "resize": 256},
     },
     "tiny": {
-        "scale": "ViT width 96, depth 12, 6 heads, patch 8, 32 px, 200 steps of 64; synthetic 10 classes",
+        "scale": "ViT width 96, depth 12, 6 heads, patch 8, 32 px, 200 steps of 64; a synthetic 10-class set stands in for ImageNet-1k",
         "model": {"img_size": 32, "patch_size": 8, "width": 96, "depth": 12, "heads": 6},
         "dims": {"moco_hidden": 512, "moco_dim": 128, "dino_hidden": 256,
                  "dino_bottleneck": 64, "dino_out": 1024, "bt_widths": [512, 512, 512],
@@ -44,7 +44,7 @@ PRESETS: dict[str, dict] = {
                    "augment": False, "resize": 36},
     },
     "micro": {
-        "scale": "ViT width 32, depth 12, 2 heads, patch 4, 16 px; synthetic 10 classes, 3 steps",
+        "scale": "ViT width 32, depth 12, 2 heads, patch 4, 16 px, 3 steps; a synthetic 10-class set stands in for ImageNet-1k",
         "model": {"img_size": 16, "patch_size": 4, "width": 32, "depth": 12, "heads": 2},
         "dims": {"moco_hidden": 64, "moco_dim": 32, "dino_hidden": 64, "dino_bottleneck": 32,
                  "dino_out": 128, "bt_widths": [64, 64, 64], "ser_hidden": 32, "ser_dim": 32},

@@ -70,10 +70,6 @@ class AddOn(nn.Module):
     def parse_modifier(cls, token: str) -> dict | None:
         return None
 
-    def options(self) -> dict:
-        """Resolved options, recorded in the run config."""
-        return {}
-
     def configure_backbone(self, cfg: BackboneConfig) -> BackboneConfig:
         return cfg
 
@@ -167,10 +163,6 @@ class Method(nn.Module):
         """The encoder that evaluations probe (DINO: the teacher, as DINO evaluates)."""
         return self.backbone
 
-    def target_backbone(self) -> Backbone:
-        """The network whose layer-k map is the equivariance target (see add-ons)."""
-        return self.backbone
-
     @staticmethod
     def encode(backbone: Backbone, chunks: list[torch.Tensor], taps: set[int]) -> Encoded:
         # Chunks differ in resolution (SER's B2 views), so each is its own backbone call.
@@ -198,13 +190,3 @@ class Method(nn.Module):
             for online, twin in pairs:
                 for po, pt in zip(online.parameters(), twin.parameters()):
                     pt.mul_(m).add_(po.detach(), alpha=1 - m)
-
-    def head_modules(self) -> dict[str, nn.Module]:
-        """Named heads/projectors for ``harness audit`` (add-ons add ``<addon>.<head>``)."""
-        heads = {n: m for n, m in self.named_children()
-                 if n not in ("backbone", "addons") and any(True for _ in m.parameters())
-                 and not n.startswith(("momentum", "teacher"))}
-        for a in self.addons:
-            for n, m in a.named_children():
-                heads[f"{a.name}.{n}"] = m
-        return heads

@@ -35,9 +35,6 @@ class DINO(Method):
         self.teacher_backbone = self.frozen_copy(self.backbone, drop_path=0.0)
         self.teacher_head = self.frozen_copy(self.head)
 
-    def target_backbone(self):
-        return self.teacher_backbone
-
     def eval_backbone(self):
         return self.teacher_backbone
 

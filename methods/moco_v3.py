@@ -34,9 +34,6 @@ class MoCoV3(Method):
         self.momentum_backbone = self.frozen_copy(self.backbone)
         self.momentum_projector = self.frozen_copy(self.projector)
 
-    def target_backbone(self):
-        return self.momentum_backbone
-
     def encode_target(self, chunks, taps):
         return self.encode(self.momentum_backbone, chunks, taps)
 

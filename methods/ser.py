@@ -63,11 +63,6 @@ class SER(AddOn):
                 return None
         return None
 
-    def options(self):
-        return {"layer": self.layer, "cls_layer": self.cls_layer, "ratio": self.ratio,
-                "lam": self.lam, "tau": self.tau, "hyper": self.hyper, "policy": self.policy,
-                "scale": list(self.scale), "aspect": list(self.aspect)}
-
     def configure_backbone(self, cfg: BackboneConfig) -> BackboneConfig:
         if not 1 <= self.layer <= cfg.depth:
             raise HarnessError(f"SER layer {self.layer} is outside the backbone's blocks "
