@@ -16,7 +16,7 @@ def cmd_run(a) -> int:
     import tables
     from harness import jobs
 
-    spec = tables.load(a.table)
+    spec = _with_rows(tables.load(a.table), a.methods)
     profile = None
     if a.cluster == "slurm" or a.profile:
         from harness.slurm_check import load_profile
@@ -30,11 +30,25 @@ def cmd_run(a) -> int:
     return 1 if summary["failed"] else 0
 
 
+def _with_rows(spec, methods: str | None):
+    """A table's columns for other rows (``--methods a,b``): your own method beside the paper's."""
+    if not methods:
+        return spec
+    from dataclasses import replace
+
+    from methods.registry import parse
+
+    rows = tuple(m.strip() for m in methods.split(",") if m.strip())
+    for m in rows:
+        parse(m)   # an unknown name fails here, before anything runs
+    return replace(spec, rows=rows)
+
+
 def cmd_report(a) -> int:
     from harness.reporting import report
 
     written = report(a.tables or None, a.preset, Path(a.results), Path(a.out) if a.out else None,
-                     check_tex=a.check_tex)
+                     check_tex=a.check_tex, rows=lambda spec: _with_rows(spec, a.methods))
     for p in written:
         print(p)
     return 0
@@ -102,6 +116,9 @@ def cmd_data_synth(a) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                   help="a file that registers methods (@register_base / @register_addon); "
+                        "repeatable, also $HARNESS_PLUGINS")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="run a table's jobs (only those without a result)")
@@ -112,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default=DEFAULT_RESULTS)
     r.add_argument("--data-root", help="ImageFolder root with train/ and val/ (paper preset)")
     r.add_argument("--only", choices=["pretrain"])
+    r.add_argument("--methods", help="comma-separated rows to run instead of the table's own")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--wandb", action="store_true", help="log to wandb (offline by default)")
     r.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
@@ -123,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default=DEFAULT_RESULTS)
     r.add_argument("--out", help="output directory (default: RESULTS/report/PRESET)")
     r.add_argument("--check-tex", action="store_true", help="compile each .tex with pdflatex")
+    r.add_argument("--methods", help="comma-separated rows instead of the table's own")
     r.set_defaults(fn=cmd_report)
 
     for name, fn, default_preset, help_ in (
@@ -158,6 +177,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.plugin:
+            from methods.registry import PLUGIN_ENV, load_plugins
+
+            load_plugins(args.plugin)
+            # Jobs in subprocesses and on Slurm inherit the environment, so they see it too.
+            paths = [str(Path(p).resolve()) for p in args.plugin]
+            os.environ[PLUGIN_ENV] = os.pathsep.join(
+                paths + [p for p in os.environ.get(PLUGIN_ENV, "").split(os.pathsep) if p])
         return args.fn(args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)

@@ -21,10 +21,11 @@ def table_results(spec, preset: str, results_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "dataset", "metric", "value"])
 
 
-def report(names, preset, results_dir: Path, out: Path | None, check_tex=False) -> list[Path]:
+def report(names, preset, results_dir: Path, out: Path | None, check_tex=False,
+           rows=lambda spec: spec) -> list[Path]:
     written = []
     for name in names or tables.available():
-        spec = tables.load(name)
+        spec = rows(tables.load(name))
         for p in [preset] if preset else list(presets.PRESETS):
             df = table_results(spec, p, results_dir)
             if df.empty:

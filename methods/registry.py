@@ -7,6 +7,10 @@ A full name composes a base with add-ons and their options:
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import os
+from importlib.metadata import entry_points
+from pathlib import Path
 
 from harness.errors import HarnessError
 
@@ -37,9 +41,36 @@ def _unknown(kind: str, name: str, known) -> HarnessError:
                         f" — run `harness methods` to list them")
 
 
+PLUGIN_ENV = "HARNESS_PLUGINS"
+_loaded: set[str] = set()
+
+
+def load_plugins(paths=()) -> None:
+    """Import user files that register methods, from ``paths``, from ``$HARNESS_PLUGINS``
+    (``:``-separated; jobs inherit it) and from the ``ser_harness.methods`` entry points."""
+    env = [p for p in os.environ.get(PLUGIN_ENV, "").split(os.pathsep) if p]
+    for path in [*paths, *env]:
+        path = str(Path(path).resolve())
+        if path in _loaded:
+            continue
+        if not Path(path).is_file():
+            raise HarnessError(f"plugin {path} does not exist: pass --plugin with the path of a "
+                               f".py file that registers a method")
+        spec = importlib.util.spec_from_file_location(f"harness_plugin_{len(_loaded)}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _loaded.add(path)
+    for ep in entry_points(group="ser_harness.methods"):
+        if ep.value not in _loaded:
+            ep.load()
+            _loaded.add(ep.value)
+
+
 def parse(full: str) -> tuple[type, list[tuple[type, dict]]]:
     """Split ``base+addon@mod@mod+…`` into the base class and (add-on class, options)."""
     import methods  # noqa: F401  (registers the built-in methods)
+
+    load_plugins()
 
     parts = [p.strip() for p in full.strip().split("+")]
     base = parts[0]
