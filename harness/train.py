@@ -52,7 +52,9 @@ class PretrainBatches(Dataset):
     def __init__(self, images: Dataset, policy: ViewPolicy, global_batch: int, seed: int):
         self.images, self.policy, self.seed = images, policy, seed
         self.global_batch = global_batch
-        self.local_batch = global_batch // dist.world_size()
+        # Fixed here: loader workers must not query torch.distributed themselves.
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.local_batch = global_batch // self.world
         self.steps_per_epoch = len(images) // global_batch
         self.n_equiv = policy.n_equiv(self.local_batch)
 
@@ -60,17 +62,17 @@ class PretrainBatches(Dataset):
         epoch, b = divmod(step, self.steps_per_epoch)
         order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(
             derive_seed(self.seed, "epoch", epoch)))
-        start = b * self.global_batch + dist.rank() * self.local_batch
+        start = b * self.global_batch + self.rank * self.local_batch
         idx = order[start:start + self.local_batch].tolist()
         images = [self.images[i][0] for i in idx]
         elements = None
         if self.n_equiv:
             # Same generator on every rank: gathered token grids must have equal shapes.
             gen = torch.Generator().manual_seed(derive_seed(self.seed, "group", step))
-            g1, g2 = self.policy.sample_elements(gen, self.n_equiv * dist.world_size())
-            lo = dist.rank() * self.n_equiv
+            g1, g2 = self.policy.sample_elements(gen, self.n_equiv * self.world)
+            lo = self.rank * self.n_equiv
             elements = (g1[lo:lo + self.n_equiv], g2[lo:lo + self.n_equiv])
-        return self.policy(images, derive_seed(self.seed, "views", step, dist.rank()), elements)
+        return self.policy(images, derive_seed(self.seed, "views", step, self.rank), elements)
 
     def __len__(self) -> int:
         return 1 << 62
