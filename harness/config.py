@@ -18,15 +18,10 @@ from harness.errors import HarnessError
 from methods.registry import parse
 
 
-def _merge(a: dict, b: dict) -> dict:
-    return {**a, **{k: v for k, v in b.items()}}
-
-
 def resolve(method: str, preset: str = "tiny", seed: int = 0, **train_overrides) -> dict:
     p = presets.get(preset)
     base_cls, addons = parse(method)
-    recipe = _merge(_merge(base_cls.recipe, p["recipe"]),
-                    p["recipe_by_base"].get(base_cls.name, {}))
+    recipe = {**base_cls.recipe, **p["recipe"], **p["recipe_by_base"].get(base_cls.name, {})}
     addon_cfgs = []
     for cls, opts in addons:
         # Scale overrides for an add-on also hold for its variants (ser → ser_detached).

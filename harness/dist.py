@@ -5,6 +5,8 @@ of its single-process meaning, so losses written against this module are correct
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -80,8 +82,6 @@ def init_from_env() -> bool:
 
     Returns False, and does nothing, for a single process. Called once per job.
     """
-    import os
-
     if is_dist():
         return True
     if not os.environ.get("WORLD_SIZE") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:

@@ -134,10 +134,11 @@ def run(jobs: list[Job], cluster: str, results_dir: Path, profile: dict | None =
     # dataset root is reported before anything is queued.
     from harness.data import check_imagefolder
 
-    for root in {C.data_root(j.cfg, results_dir, j.cfg["runtime"].get("data_root")): j for j in todo}.items():
-        C.ensure_data(root[1].cfg, root[0])
+    roots = {C.data_root(j.cfg, results_dir, j.cfg["runtime"].get("data_root")): j.cfg for j in todo}
+    for root, cfg in roots.items():
+        C.ensure_data(cfg, root)
         for split in ("train", "val"):
-            check_imagefolder(root[0], split)
+            check_imagefolder(root, split)
     if cluster == "debug":
         failed = 0
         for j in todo:

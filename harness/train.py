@@ -7,6 +7,7 @@ give the same weights.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -139,7 +140,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         total = min(total, tr["max_steps"])
 
     groups = method.param_groups()
-    opt = torch.optim.AdamW([{k: v for k, v in g.items()} for g in groups], lr=0.0)
+    opt = torch.optim.AdamW([dict(g) for g in groups], lr=0.0)
     ckpt_path = run_dir / "checkpoint.pt"
     start = 0
     if ckpt_path.exists():
@@ -173,7 +174,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
             method.train()
             method.before_step(progress)
             batch = _to(batch, device)
-            with torch.autocast(**amp) if amp else _null():
+            with torch.autocast(**amp) if amp else contextlib.nullcontext():
                 terms = method.training_step(batch, progress)
             loss = sum(terms.values())
             if not torch.isfinite(loss):
@@ -209,14 +210,6 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     return summary
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
 def _trim_log(path: Path, start: int) -> None:
     """Drop log lines past the checkpoint a resumed run restarts from."""
     if not path.exists():
@@ -226,8 +219,6 @@ def _trim_log(path: Path, start: int) -> None:
 
 
 def _wandb(cfg: dict, run_dir: Path):
-    import os
-
     import wandb
 
     os.environ.setdefault("WANDB_MODE", "offline")

@@ -47,27 +47,40 @@ def topk(logits: torch.Tensor, y: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
     return {f"top{kk}": 100.0 * hit[:, :min(kk, k)].any(1).float().mean().item() for kk in ks}
 
 
-def fit_linear(train_x, train_y, n_classes: int, epochs: int, batch_size: int, base_lr: float,
-               seed: int = 0, feature_fn=None, quiet=False) -> nn.Linear:
-    """SGD on a linear layer; ``train_x`` are features, or inputs of ``feature_fn``."""
-    g = torch.Generator().manual_seed(seed)
-    d = train_x.shape[1] if feature_fn is None else feature_fn(train_x[:2]).shape[1]
+def _train_head(epoch_batches, d: int, n_classes: int, epochs: int, batch_size: int,
+                base_lr: float, g: torch.Generator, device="cpu", quiet=False) -> nn.Linear:
+    """The probe recipe: Linear(N(0, 0.01), 0), SGD m 0.9 wd 0, lr·B/256, cosine per epoch.
+
+    ``epoch_batches()`` yields (features, labels) for one epoch.
+    """
     head = nn.Linear(d, n_classes)
     nn.init.normal_(head.weight, std=0.01, generator=g)
     nn.init.zeros_(head.bias)
-    lr = base_lr * batch_size / 256
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
+    head = head.to(device)
+    opt = torch.optim.SGD(head.parameters(), lr=base_lr * batch_size / 256, momentum=0.9,
+                          weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0)
-    n = len(train_x)
     for _ in tqdm(range(epochs), desc="linear", disable=quiet, leave=False):
-        for idx in torch.randperm(n, generator=g).split(batch_size):
-            x = train_x[idx] if feature_fn is None else feature_fn(train_x[idx])
-            loss = nn.functional.cross_entropy(head(x), train_y[idx])
+        for x, y in epoch_batches():
+            loss = nn.functional.cross_entropy(head(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
         sched.step()
-    return head
+    return head.cpu()
+
+
+def fit_linear(train_x, train_y, n_classes: int, epochs: int, batch_size: int, base_lr: float,
+               seed: int = 0, quiet=False) -> nn.Linear:
+    """The probe on cached features."""
+    g = torch.Generator().manual_seed(seed)
+
+    def batches():
+        for idx in torch.randperm(len(train_x), generator=g).split(batch_size):
+            yield train_x[idx], train_y[idx]
+
+    return _train_head(batches, train_x.shape[1], n_classes, epochs, batch_size, base_lr, g,
+                       quiet=quiet)
 
 
 def linear_probe(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False) -> dict:
@@ -100,22 +113,13 @@ def linear_probe(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False)
 def _fit_augmented(backbone, train, n_classes, lc, seed, device, quiet) -> nn.Linear:
     """The paper recipe: fresh augmented features every epoch (GPU-scale)."""
     g = torch.Generator().manual_seed(seed)
-    d = backbone.width * lc["n_last"]
-    head = nn.Linear(d, n_classes).to(device)
-    nn.init.normal_(head.weight, std=0.01)
-    nn.init.zeros_(head.bias)
-    opt = torch.optim.SGD(head.parameters(), lr=lc["base_lr"] * lc["batch_size"] / 256,
-                          momentum=0.9, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=lc["epochs"], eta_min=0)
     loader = DataLoader(train, batch_size=lc["batch_size"], shuffle=True, generator=g,
                         num_workers=lc.get("workers", 8), drop_last=False)
-    for _ in tqdm(range(lc["epochs"]), desc="linear", disable=quiet):
+
+    def batches():
         for x, y in loader:
             with torch.no_grad():
-                f = backbone.features(x.to(device), n_last=lc["n_last"]).float()
-            loss = nn.functional.cross_entropy(head(f), y.to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-    return head.cpu()
+                yield backbone.features(x.to(device), n_last=lc["n_last"]).float(), y.to(device)
+
+    return _train_head(batches, backbone.width * lc["n_last"], n_classes, lc["epochs"],
+                       lc["batch_size"], lc["base_lr"], g, device, quiet)
