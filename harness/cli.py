@@ -62,9 +62,11 @@ def cmd_audit(a) -> int:
         print(json.dumps(r, indent=2))
     else:
         groups = list(next(iter(r["terms"].values())))
-        print(f"{'group':<16}" + "".join(f"{t:>14}" for t in r["terms"]))
+        w = {t: max(12, len(t)) + 2 for t in r["terms"]}
+        lead = max(map(len, groups)) + 2
+        print(f"{'group':<{lead}}" + "".join(f"{t:>{w[t]}}" for t in r["terms"]))
         for g in groups:
-            print(f"{g:<16}" + "".join(f"{r['terms'][t][g]:>14.4g}" for t in r["terms"]))
+            print(f"{g:<{lead}}" + "".join(f"{r['terms'][t][g]:>{w[t]}.4g}" for t in r["terms"]))
     return 0
 
 
@@ -93,16 +95,21 @@ def cmd_params(a) -> int:
 
 
 def cmd_methods(a) -> int:
+    from harness.views import POLICIES, choose
     from methods.registry import ADDONS, BASES, parse
 
     parse("moco_v3")  # registers built-ins
-    print("base methods:")
+    print("base methods (base@POLICY picks the view policy):")
     for n, c in sorted(BASES.items()):
-        print(f"  {n:<16} {c.description}  [views: two-view {c.augmentation} augmentation]")
-    print("add-ons (compose as base+addon@modifier):")
+        print(f"  {n:<16} {c.description}  [{c.augmentation} augmentation]")
+    print("add-ons (compose as base+addon@modifier; every add-on takes @layerK):")
     for n, c in sorted(ADDONS.items()):
-        print(f"  {n:<16} {c.description}  [needs: {', '.join(c.requires) or 'two views'}; "
+        print(f"  {n:<16} {c.description}  [views: {choose(c.requires)}; "
               f"modifiers {c.modifier_help}]")
+    print("view policies:")
+    for n, p in POLICIES.items():
+        extra = ", ".join(p["provides"]) or "the base method's two views"
+        print(f"  {n:<16} {p['label']} views in the paper's terms; provides {extra}")
     return 0
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from harness import presets
 from harness.backbone import BackboneConfig
 from harness.errors import HarnessError
-from methods.registry import parse
+from harness.views import choose
+from methods.registry import parse, view_policy
 
 
 def resolve(method: str, preset: str = "tiny", seed: int = 0, **train_overrides) -> dict:
@@ -39,7 +40,8 @@ def resolve(method: str, preset: str = "tiny", seed: int = 0, **train_overrides)
         "addons": addon_cfgs,
         "train": {**p["train"], **train_overrides},
         "data": dict(p["data"]),
-        "views": dict(p.get("views", {})),
+        "views": {**p.get("views", {}),
+                  "policy": choose([r for c, _ in addons for r in c.requires], view_policy(method))},
     }
 
 

@@ -82,21 +82,40 @@ def audit(method_name: str, preset: str = "tiny", seed: int = 0) -> dict:
 
 
 def _meta_batch(method, cfg: dict, batch_size: int) -> dict:
-    """Shapes of a real batch on the meta device: B1 two-view images + SER's B2 pairs."""
+    """Shapes of a real batch on the meta device: the policy's views + SER's B2 pairs."""
     from harness.train import build_policy
 
     s, p = cfg["model"]["img_size"], cfg["model"]["patch_size"]
     policy = build_policy(method, cfg)
     n2 = policy.n_equiv(batch_size)
-    views = [[torch.empty(batch_size - n2, 3, s, s, device="meta")] for _ in range(2)]
-    batch = {"views": views}
+    n1, small = batch_size - n2, policy.augs.local.size
+
+    def meta(n, size):
+        return torch.empty(n, 3, size, size, device="meta")
+
+    views = [[meta(n1, s)] for _ in range(2)] + [[meta(n1, small)] for _ in range(policy.n_local)]
+    batch = {"views": views, "n_global": 2}
+    if "clean_view" in policy.provides:
+        batch["clean"] = meta(n1, s)
+    if "rotated_crops" in policy.provides:
+        batch["rotated"] = meta(4 * n1, small)
+        batch["rot_labels"] = torch.arange(4, device="meta").repeat_interleave(n1)
+    if "aug_params" in policy.provides:
+        from harness.augment import PARAMS
+
+        batch["params"] = [torch.zeros(n1, len(PARAMS), device="meta") for _ in range(2)]
+        batch["params_z"] = batch["params"]
     if n2:
-        grid = (s // p, s // p)   # the expected token area of SER's rescale is the base grid
-        g1 = [Element(D4(i % 2, 0), grid, grid) for i in range(n2)]
-        g2 = [Element(D4(1 - i % 2, 1), grid, grid) for i in range(n2)]
-        for v in views:
-            v.append(torch.empty(n2, 3, s, s, device="meta"))
-        batch["equiv"] = {"g1": g1, "g2": g2, "chunk": 1}
+        pairs = []
+        for a, b in policy.equiv_views:
+            # The expected token area of SER's rescale is the crop's own grid.
+            grid = ((s if a < 2 else small) // p,) * 2
+            g_a = [Element(D4(i % 2, 0), grid, grid) for i in range(n2)]
+            g_b = [Element(D4(1 - i % 2, 1), grid, grid) for i in range(n2)]
+            for v, size in ((a, s if a < 2 else small), (b, s if a < 2 else small)):
+                views[v].append(meta(n2, size))
+            pairs.append((a, b, g_a, g_b))
+        batch["equiv"] = {"chunk": 1, "pairs": pairs}
     return batch
 
 

@@ -25,17 +25,19 @@ from harness.config import build_method, run_id
 from harness.data import ImageFolderDataset
 from harness.errors import HarnessError
 from harness.io import save_torch, write_json
-from harness.views import SSLAugmentation, ViewPolicy, check_requirements
+from harness.views import Augmentations, ViewPolicy, check_requirements
 from methods.base import Progress, cosine
 
 
 def build_policy(method, cfg: dict) -> ViewPolicy:
-    aug = SSLAugmentation(method.augmentation, cfg["model"]["img_size"],
-                          cfg.get("views", {}).get("crop_min"))
-    equiv = None
+    views = cfg.get("views", {})
+    augs = Augmentations(method.augmentation, cfg["model"]["img_size"],
+                         cfg["model"]["patch_size"], views.get("crop_min"))
+    opts: dict = {}
     for a in method.addons:
-        equiv = a.view_options().get("equiv_pairs", equiv)
-    policy = ViewPolicy(aug, cfg["model"]["patch_size"], equiv)
+        opts.update(a.view_options())
+    policy = ViewPolicy(views.get("policy", "2view"), augs, opts.get("equiv_pairs"),
+                        standardise=bool(opts.get("standardise_params")))
     for a in method.addons:
         check_requirements(cfg["method"], a.requires, policy)
     return policy
@@ -58,6 +60,9 @@ class PretrainBatches(Dataset):
         self.local_batch = global_batch // self.world
         self.steps_per_epoch = len(images) // global_batch
         self.n_equiv = policy.n_equiv(self.local_batch)
+        if policy.standardise:
+            probe = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:64]
+            policy.fit_stats([images[int(i)][0].size for i in probe])
 
     def __getitem__(self, step: int) -> dict:
         epoch, b = divmod(step, self.steps_per_epoch)
@@ -70,9 +75,9 @@ class PretrainBatches(Dataset):
         if self.n_equiv:
             # Same generator on every rank: gathered token grids must have equal shapes.
             gen = torch.Generator().manual_seed(derive_seed(self.seed, "group", step))
-            g1, g2 = self.policy.sample_elements(gen, self.n_equiv * self.world)
-            lo = self.rank * self.n_equiv
-            elements = (g1[lo:lo + self.n_equiv], g2[lo:lo + self.n_equiv])
+            lo, hi = self.rank * self.n_equiv, (self.rank + 1) * self.n_equiv
+            elements = [(ga[lo:hi], gb[lo:hi]) for ga, gb in
+                        self.policy.sample_elements(gen, self.n_equiv * self.world)]
         return self.policy(images, derive_seed(self.seed, "views", step, self.rank), elements)
 
     def __len__(self) -> int:
@@ -103,9 +108,15 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _to(batch: dict, device) -> dict:
-    batch["views"] = [[x.to(device, non_blocking=True) for x in v] for v in batch["views"]]
-    return batch
+def _to(obj, device):
+    """Every tensor of a batch (nested in dicts, lists and tuples) onto ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to(v, device) for v in obj)
+    return obj
 
 
 def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = None) -> dict:

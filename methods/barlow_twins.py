@@ -21,8 +21,10 @@ class BarlowTwins(Method):
         self.projector = barlow_projector(self.backbone.width, tuple(dims["bt_widths"]))
 
     def invariance_loss(self, online, target, progress):
-        z1, z2 = (self.projector(o.cls) for o in online)
-        return barlow_twins(z1, z2, self.recipe["lambd"])
+        # The two global views; with local crops, also each local against each global.
+        z = [self.projector(o.cls) for o in online]
+        pairs = [(0, 1)] + [(g, v) for g in range(2) for v in range(2, len(z))]
+        return sum(barlow_twins(z[a], z[b], self.recipe["lambd"]) for a, b in pairs) / len(pairs)
 
     def param_groups(self):
         # Biases and norm parameters: their own lr, no weight decay (as in the official code).

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 
 from harness.backbone import Backbone, BackboneConfig
+from harness.errors import HarnessError
+
+# Extra inputs a view policy may add beside the SSL views; encoded by the online backbone.
+EXTRA_INPUTS = ("clean", "rotated")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class Encoded:
 
     cls: torch.Tensor
     tokens: list  # per chunk: {layer: B×D×h×w}
+    sizes: list   # images per chunk
 
 
 def cosine(start: float, end: float, t: float) -> float:
@@ -54,27 +60,50 @@ def cosine(start: float, end: float, t: float) -> float:
 
 
 class AddOn(nn.Module):
-    """An equivariance add-on composed with a base method by name (``base+addon``)."""
+    """An equivariance add-on composed with a base method by name (``base+addon``).
+
+    ``@layerK`` (the layer-decoupling recipe) means the same for every add-on: its feature
+    is the LayerNorm'd, mean-pooled token map after block K instead of the final [CLS], and
+    the [CLS] is inserted after block K, as SER does.
+    """
 
     name = "addon"
     description = ""
-    modifier_help = "(none)"
+    modifier_help = "@layerK"
     # What the views must provide; the view policy is checked against it.
     requires: tuple[str, ...] = ()
 
-    def __init__(self, base_name: str, **opts):
+    def __init__(self, base_name: str, layer: int | None = None, **opts):
         super().__init__()
         self.base_name = base_name
+        self.layer = layer
 
     @classmethod
     def parse_modifier(cls, token: str) -> dict | None:
-        return None
+        m = re.fullmatch(r"layer(\d+)", token)
+        return {"layer": int(m.group(1))} if m else None
 
     def configure_backbone(self, cfg: BackboneConfig) -> BackboneConfig:
-        return cfg
+        if self.layer is None:
+            return cfg
+        if not 1 <= self.layer <= cfg.depth:
+            raise HarnessError(f"{self.name}@layer{self.layer} is outside the backbone's blocks "
+                               f"1…{cfg.depth}: pick @layerK with K in that range")
+        if cfg.cls_layer not in (None, self.layer):
+            raise HarnessError(f"{self.name}@layer{self.layer} needs the [CLS] after block "
+                               f"{self.layer}, another add-on put it after block {cfg.cls_layer}: "
+                               f"give both the same @layerK")
+        return replace(cfg, cls_layer=self.layer, equiv_layer=self.layer)
 
     def taps(self) -> set[int]:
-        return set()
+        return {self.layer} if self.layer else set()
+
+    def feature(self, enc: Encoded, chunk: int = 0) -> torch.Tensor:
+        """The add-on's per-image feature of one chunk: final [CLS] or pooled layer-K map."""
+        if self.layer:
+            return enc.tokens[chunk][self.layer].mean(dim=(2, 3))
+        start = sum(enc.sizes[:chunk])
+        return enc.cls[start:start + enc.sizes[chunk]]
 
     def attach(self, method: "Method", dims: dict) -> None:
         """Create the add-on's own heads once the base method's networks exist."""
@@ -164,22 +193,49 @@ class Method(nn.Module):
         return self.backbone
 
     @staticmethod
-    def encode(backbone: Backbone, chunks: list[torch.Tensor], taps: set[int]) -> Encoded:
-        # Chunks differ in resolution (SER's B2 views), so each is its own backbone call.
-        outs = [backbone(x, taps=taps) for x in chunks]
-        return Encoded(torch.cat([o.cls for o in outs]), [o.tokens for o in outs])
+    def encode_views(backbone: Backbone, views: list[list[torch.Tensor]], taps: set[int]) -> list[Encoded]:
+        """Encode views given as chunks; crops of one size share a single backbone call."""
+        by_shape: dict = {}
+        for v, chunks in enumerate(views):
+            for c, x in enumerate(chunks):
+                by_shape.setdefault(tuple(x.shape[1:]), []).append((v, c, x))
+        outs = {}
+        for items in by_shape.values():
+            o = backbone(torch.cat([x for _, _, x in items]), taps=taps)
+            start = 0
+            for v, c, x in items:
+                sl = slice(start, start + len(x))
+                outs[v, c] = (o.cls[sl], {k: t[sl] for k, t in o.tokens.items()})
+                start += len(x)
+        return [Encoded(torch.cat([outs[v, c][0] for c in range(len(chunks))]),
+                        [outs[v, c][1] for c in range(len(chunks))], [len(x) for x in chunks])
+                for v, chunks in enumerate(views)]
 
-    def encode_target(self, chunks, taps) -> Encoded:
+    @classmethod
+    def encode(cls, backbone: Backbone, chunks: list[torch.Tensor], taps: set[int]) -> Encoded:
+        return cls.encode_views(backbone, [chunks], taps)[0]
+
+    def encode_target(self, views: list[list[torch.Tensor]], taps) -> list[Encoded]:
+        """The momentum / teacher encoding of the global views."""
         raise NotImplementedError
 
     def training_step(self, batch: dict, progress: Progress) -> dict[str, torch.Tensor]:
-        """Loss terms, each already weighted; the loss is their sum."""
+        """Loss terms, each already weighted; the loss is their sum.
+
+        Views come global first (``batch["n_global"]``), then local; only global views reach
+        the target network. Extra inputs (the clean view, rotated crops) are encoded by the
+        online backbone in the same calls and handed to add-ons as ``batch["encoded"]``.
+        """
         taps = self.taps()
-        online = [self.encode(self.backbone, chunks, taps) for chunks in batch["views"]]
+        views = batch["views"]
+        extras = [k for k in EXTRA_INPUTS if k in batch]
+        enc = self.encode_views(self.backbone, views + [[batch[k]] for k in extras], taps)
+        online = enc[:len(views)]
+        batch["encoded"] = dict(zip(extras, enc[len(views):]))
         target = None
         if self.has_target:
             with torch.no_grad():
-                target = [self.encode_target(chunks, taps) for chunks in batch["views"]]
+                target = self.encode_target(views[:batch.get("n_global", 2)], taps)
         terms = {"loss_inv": self.invariance_loss(online, target, progress)}
         for a in self.addons:
             terms.update(a.losses(self, batch, online, target, progress))

@@ -38,8 +38,8 @@ class DINO(Method):
     def eval_backbone(self):
         return self.teacher_backbone
 
-    def encode_target(self, chunks, taps):
-        return self.encode(self.teacher_backbone, chunks, taps)
+    def encode_target(self, views, taps):
+        return self.encode_views(self.teacher_backbone, views, taps)
 
     def teacher_temp(self, progress) -> float:
         r = self.recipe

@@ -67,3 +67,23 @@ class TokenProjector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def bn_mlp(d_in: int, hidden: tuple[int, ...], d_out: int, last_bias: bool = False) -> nn.Sequential:
+    """Bias-free Linear-BN-ReLU blocks, then a Linear (AugSelf's, STL's heads)."""
+    layers, a = [], d_in
+    for h in hidden:
+        layers += [nn.Linear(a, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(inplace=True)]
+        a = h
+    layers.append(nn.Linear(a, d_out, bias=last_bias))
+    return nn.Sequential(*layers)
+
+
+def ln_mlp(d_in: int, hidden: int, d_proj: int, n_out: int) -> nn.Sequential:
+    """E-SSL's predictor: Linear-LN-ReLU ×2, Linear-LN, Linear; LayerNorm, not BatchNorm."""
+    return nn.Sequential(
+        nn.Linear(d_in, hidden), nn.LayerNorm(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, d_proj), nn.LayerNorm(d_proj),
+        nn.Linear(d_proj, n_out),
+    )

@@ -87,3 +87,27 @@ def ser_token_infonce(target: torch.Tensor, query: torch.Tensor, image_index: to
     """
     idx = torch.arange(len(query), device=query.device)
     return token_infonce(target, query, image_index, image_index, idx, tau)
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
+    """SimCLR's 2N-way NT-Xent: row i of ``a`` and of ``b`` are positives, every other row of
+    [a; b] across ranks is a negative, self-similarity masked; mean over the 2N rows.
+
+    Negatives are gathered with the gradient of the local shard (as EquiMod and E-SSL do).
+    """
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    n, r = a.shape[0], dist.rank()
+    keys = torch.cat([dist.gather(a, grad=True), dist.gather(b, grad=True)])
+    big_n = keys.shape[0] // 2
+    logits = torch.cat([a, b]) @ keys.t() / tau
+    idx = torch.arange(n, device=a.device) + r * n
+    own = torch.cat([idx, idx + big_n])
+    pos = torch.cat([idx + big_n, idx])
+    self_pair = torch.zeros_like(logits, dtype=torch.bool)
+    self_pair[torch.arange(2 * n, device=a.device), own] = True
+    return F.cross_entropy(logits.masked_fill(self_pair, float("-inf")), pos)
+
+
+def augself_loss(pred_ab: torch.Tensor, target_ab: torch.Tensor) -> torch.Tensor:
+    """AugSelf's regression term: MSE(tanh(prediction), target), mean over all entries."""
+    return F.mse_loss(torch.tanh(pred_ab), target_ab)

@@ -34,8 +34,8 @@ class MoCoV3(Method):
         self.momentum_backbone = self.frozen_copy(self.backbone)
         self.momentum_projector = self.frozen_copy(self.projector)
 
-    def encode_target(self, chunks, taps):
-        return self.encode(self.momentum_backbone, chunks, taps)
+    def encode_target(self, views, taps):
+        return self.encode_views(self.momentum_backbone, views, taps)
 
     def before_step(self, progress):
         # m rises from m0 to 1 on a half cosine over fractional epochs (--moco-m-cos).
@@ -44,8 +44,12 @@ class MoCoV3(Method):
                   (self.projector, self.momentum_projector)], m)
 
     def invariance_loss(self, online, target, progress):
+        # Every view queries every global key but its own (2 views: q1·k2 + q2·k1, summed as
+        # MoCo-v3 does); with local crops the sum is rescaled to the same two-pair weight.
         tau = self.recipe["tau"]
-        q1, q2 = (self.predictor(self.projector(o.cls)) for o in online)
+        q = [self.predictor(self.projector(o.cls)) for o in online]
         with torch.no_grad():
-            k1, k2 = (self.momentum_projector(t.cls) for t in target)
-        return moco_v3_contrastive(q1, k2, tau) + moco_v3_contrastive(q2, k1, tau)
+            k = [self.momentum_projector(t.cls) for t in target]
+        pairs = [(v, g) for g in range(len(k)) for v in range(len(q)) if v != g]
+        total = sum(moco_v3_contrastive(q[v], k[g], tau) for v, g in pairs)
+        return total * (2 / len(pairs))

@@ -2,7 +2,9 @@
 
 A full name composes a base with add-ons and their options:
 ``moco_v3+ser@layer9@cls9@code`` — base ``moco_v3`` with ``ser`` at equivariance layer 9,
-[CLS] after block 9 and the public-code hyper-parameters.
+[CLS] after block 9 and the public-code hyper-parameters. A modifier on the base names the
+view policy (``moco_v3@multicrop+ser``: the paper's 2+4 views); without one, the first
+policy that supplies what the add-ons need is used (``harness.views``).
 """
 from __future__ import annotations
 
@@ -66,6 +68,21 @@ def load_plugins(paths=()) -> None:
             _loaded.add(ep.value)
 
 
+def _view_policy(base: str, mods: list[str]) -> str | None:
+    from harness.views import POLICIES
+
+    if len(mods) > 1 or (mods and mods[0] not in POLICIES):
+        raise HarnessError(f"'{base}@{'@'.join(mods)}': a base method takes one modifier, its "
+                           f"view policy, one of: {', '.join(POLICIES)}")
+    return mods[0] if mods else None
+
+
+def view_policy(full: str) -> str | None:
+    """The view policy named on the base (``moco_v3@3view+…``), or None."""
+    base, *mods = full.strip().split("+")[0].strip().split("@")
+    return _view_policy(base, mods)
+
+
 def parse(full: str) -> tuple[type, list[tuple[type, dict]]]:
     """Split ``base+addon@mod@mod+…`` into the base class and (add-on class, options)."""
     import methods  # noqa: F401  (registers the built-in methods)
@@ -73,9 +90,10 @@ def parse(full: str) -> tuple[type, list[tuple[type, dict]]]:
     load_plugins()
 
     parts = [p.strip() for p in full.strip().split("+")]
-    base = parts[0]
+    base, *mods = parts[0].split("@")
     if base not in BASES:
         raise _unknown("base method", base, BASES)
+    _view_policy(base, mods)
     addons = []
     for part in parts[1:]:
         name, *mods = part.split("@")

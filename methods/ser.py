@@ -39,7 +39,7 @@ class SER(AddOn):
                  ratio: float = 0.01, lam: float | None = None, tau: float | None = None,
                  hyper: str = "paper", policy: str = "public",
                  scale: tuple = (0.7, 1.3), aspect: tuple = (3 / 4, 4 / 3)):
-        super().__init__(base_name)
+        super().__init__(base_name, layer)
         tau0, lam0 = HYPER[hyper].get(base_name, HYPER[hyper]["moco_v3"])
         self.layer = layer
         self.cls_layer = layer if cls_layer is None else cls_layer
@@ -93,15 +93,21 @@ class SER(AddOn):
                              img, positive, self.tau)
 
     def equiv_loss(self, online, target, batch) -> torch.Tensor:
+        """Mean over the batch's pairs of views (one, or one global + two local with 2+4)."""
         eq = batch["equiv"]
         c, k = eq["chunk"], self.layer
-        rel = relative(eq["g1"], eq["g2"])
-        if target is None:
-            # No momentum network (Barlow Twins): both maps online, one direction.
-            return self._direction(online[0].tokens[c][k], online[1].tokens[c][k], rel)
-        inv = [g.inverse() for g in rel]
-        return 0.5 * (self._direction(target[0].tokens[c][k], online[1].tokens[c][k], rel)
-                      + self._direction(target[1].tokens[c][k], online[0].tokens[c][k], inv))
+        losses = []
+        for a, b, g_a, g_b in eq["pairs"]:
+            rel = relative(g_a, g_b)
+            if target is None or a >= len(target):
+                # No target network (Barlow Twins) or local views, which only the online
+                # encoder sees: both maps online, one direction.
+                losses.append(self._direction(online[a].tokens[c][k], online[b].tokens[c][k], rel))
+                continue
+            inv = [g.inverse() for g in rel]
+            losses.append(0.5 * (self._direction(target[a].tokens[c][k], online[b].tokens[c][k], rel)
+                                 + self._direction(target[b].tokens[c][k], online[a].tokens[c][k], inv)))
+        return sum(losses) / len(losses)
 
     def losses(self, method, batch, online, target, progress):
         return {"loss_equiv": self.lam * self.equiv_loss(online, target, batch)}

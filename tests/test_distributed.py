@@ -29,8 +29,9 @@ def _half(batch, rank, world):
         n = len(x) // world
         return x[rank * n:(rank + 1) * n]
     eq = batch["equiv"]
+    pairs = [(a, b, cut(ga), cut(gb)) for a, b, ga, gb in eq["pairs"]]
     return {"views": [[cut(x) for x in v] for v in batch["views"]],
-            "equiv": {"g1": cut(eq["g1"]), "g2": cut(eq["g2"]), "chunk": eq["chunk"]}}
+            "equiv": {"pairs": pairs, "chunk": eq["chunk"]}}
 
 
 def _equiv_grads(m, batch):

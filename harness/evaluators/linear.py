@@ -17,7 +17,7 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from harness.data import ImageFolderDataset
-from harness.views import BICUBIC, MEAN, STD
+from harness.augment import BICUBIC, MEAN, STD
 
 
 def eval_transform(img_size: int, resize: int) -> T.Compose:

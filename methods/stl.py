@@ -1,0 +1,66 @@
+"""STL (Yu et al., 2024; spec/methods.md §5): learn transformation representations from
+pairs of images that undergo the same view-1→view-2 transformation (``paired`` policy:
+images 2i and 2i+1 share each view's crop and colour draw).
+
+t_{1→2} = g([h1, h2]); L_trans = NT-Xent between P_t of the two partners' representations
+of the same transformation (both directions); L_equi = NT-Xent between P_eq([h1; h2]) and
+P_eq([W(t_{2→1} of partner)·h2; W(t_{1→2} of partner)·h1]), with W a hypernetwork giving a
+D×D matrix. τ = 0.2, weights 1 (equivariance) and 0.1 (transformation); the base method's
+loss is STL's invariance term. No stop-gradient anywhere.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn as nn
+
+from methods.base import AddOn
+from methods.heads import bn_mlp
+from methods.losses import nt_xent
+from methods.registry import register_addon
+
+
+@register_addon("stl")
+class STL(AddOn):
+    description = "STL: transformation representations from image pairs + hypernetwork equivariance"
+    modifier_help = "@layerK @tauT"
+    requires = ("paired_transforms",)
+    weights = {"equi": 1.0, "trans": 0.1}
+
+    def __init__(self, base_name: str, layer: int | None = None, tau: float = 0.2):
+        super().__init__(base_name, layer)
+        self.tau = tau
+
+    @classmethod
+    def parse_modifier(cls, token):
+        m = re.fullmatch(r"tau([0-9.e-]+)", token)
+        return {"tau": float(m.group(1))} if m else super().parse_modifier(token)
+
+    def attach(self, method, dims):
+        d, t, h = method.backbone.width, dims["aux_dim"], dims["stl_hidden"]
+        self.width = d
+        self.trans_encoder = bn_mlp(2 * d, (t,), t)
+        self.hypernet = nn.Linear(t, d * d, bias=False)
+        self.equi_projector = bn_mlp(d, (h,), t)
+        self.trans_projector = bn_mlp(t, (t,), t)
+
+    def transform(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """W(t)·h per sample."""
+        w = self.hypernet(t).view(-1, self.width, self.width)
+        return torch.bmm(w, h.unsqueeze(-1)).squeeze(-1)
+
+    def losses(self, method, batch, online, target, progress):
+        h1, h2 = self.feature(online[0]), self.feature(online[1])
+        t12 = self.trans_encoder(torch.cat([h1, h2], 1))
+        t21 = self.trans_encoder(torch.cat([h2, h1], 1))
+        a = torch.cat([t12[0::2], t21[0::2]])
+        b = torch.cat([t12[1::2], t21[1::2]])
+        trans = nt_xent(self.trans_projector(a), self.trans_projector(b), self.tau)
+        partner = torch.arange(len(h1), device=h1.device) ^ 1
+        h1_hat = self.transform(t21[partner], h2)
+        h2_hat = self.transform(t12[partner], h1)
+        equi = nt_xent(self.equi_projector(torch.cat([h1, h2])),
+                       self.equi_projector(torch.cat([h1_hat, h2_hat])), self.tau)
+        return {"loss_stl_equi": self.weights["equi"] * equi,
+                "loss_stl_trans": self.weights["trans"] * trans}

@@ -1,0 +1,26 @@
+"""Table 1: MoCo-v3 alone and with each equivariance add-on, under the paper's view counts
+(2 views; EquiMod 3; E-SSL and SER's fair comparison 2+4).
+
+The view policy of each row follows from its add-on (``harness methods``); SER's 2+4 row
+names it (``@multicrop``). Columns beyond ImageNet-1k (V2, Sketch, R, 3DIEBench) and the
+parameter count join with the evaluation suite; ``harness params NAME`` gives the counts now.
+"""
+from tables import Column, TableSpec
+
+TABLE = TableSpec(
+    name="table1",
+    caption="Linear evaluation (top-1 / top-5, \\%) of MoCo-v3 with equivariance add-ons "
+            "under 2, 3 and 2+4 views.",
+    rows=(
+        "moco_v3", "moco_v3+augself", "moco_v3+stl", "moco_v3+ser",
+        "moco_v3+equimod",
+        "moco_v3+essl", "moco_v3@multicrop+ser",
+    ),
+    columns=(Column("imagenet", "top1"), Column("imagenet", "top5")),
+    row_labels={
+        "moco_v3": "MoCo-v3 (2 views)", "moco_v3+augself": "+ AugSelf", "moco_v3+stl": "+ STL",
+        "moco_v3+ser": "+ SER", "moco_v3+equimod": "+ EquiMod (3 views)",
+        "moco_v3+essl": "+ E-SSL (2+4 views)", "moco_v3@multicrop+ser": "+ SER (2+4 views)",
+    },
+    reference="table1.csv",
+)
