@@ -121,6 +121,26 @@ def cmd_data_synth(a) -> int:
     return 0
 
 
+def cmd_data_check(a) -> int:
+    from harness.data.readers import READERS
+
+    if a.name not in READERS:
+        raise HarnessError(f"unknown dataset '{a.name}': choose from {', '.join(READERS)}")
+    inv = READERS[a.name].inventory(Path(a.root))
+    print("\n".join(inv.lines()))
+    inv.require()   # the first problem, one line on stderr, exit 2
+    return 0
+
+
+def cmd_data_fixtures(a) -> int:
+    from harness.data.fixtures import Config, write_fixtures
+
+    cfg = Config(seed=a.seed, n_classes=a.classes, size=a.size)
+    for name, root in write_fixtures(Path(a.out), cfg, only=a.only, force=a.force).items():
+        print(f"{name}\t{root}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
@@ -178,6 +198,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--val-per-class", type=int, default=50)
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_data_synth)
+    s = d.add_parser("check", help="validate an evaluation set's layout: what is there, what is missing")
+    s.add_argument("name", help="imagenet, imagenet_v2, imagenet_sketch, imagenet_r, imagenet_c, imagenet_p "
+                                "or 3diebench")
+    s.add_argument("--root", required=True)
+    s.set_defaults(fn=cmd_data_check)
+    s = d.add_parser("fixtures", help="write small trees in every evaluation set's real layout")
+    s.add_argument("--out", required=True)
+    s.add_argument("--only", action="append", help="one tree (repeatable; default: all)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--classes", type=int, default=10)
+    s.add_argument("--size", type=int, default=32)
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(fn=cmd_data_fixtures)
     return p
 
 

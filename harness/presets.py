@@ -25,6 +25,11 @@ PRESETS: dict[str, dict] = {
         "addons": {},
         "linear": {"epochs": 50, "batch_size": 2048, "base_lr": 3.0, "n_last": 4,
                    "augment": True, "resize": 256},
+        "knn": {"ks": [20], "temperature": 0.07},
+        "mlp": {},
+        "finetune": {},
+        "equivariance": {"n_images": 1000},
+        "transform_probe": {"per_class": 100},
     },
     "tiny": {
         "scale": "ViT width 96, depth 12, 6 heads, patch 8, 32 px, 200 steps of 64; a synthetic 10-class set stands in for ImageNet-1k",
@@ -44,6 +49,11 @@ PRESETS: dict[str, dict] = {
         "addons": {"ser": {"ratio": 0.125}},
         "linear": {"epochs": 100, "batch_size": 64, "base_lr": 0.5, "n_last": 4,
                    "augment": False, "resize": 36},
+        "knn": {"ks": [20], "temperature": 0.07},
+        "mlp": {"epochs": 100},
+        "finetune": {"epochs": 10, "batch_size": 64, "warmup_epochs": 1, "workers": 2},
+        "equivariance": {"n_images": 400},
+        "transform_probe": {"per_class": 100},
     },
     "micro": {
         "scale": "ViT width 32, depth 12, 2 heads, patch 4, 16 px, 3 steps; a synthetic 10-class set stands in for ImageNet-1k",
@@ -59,6 +69,11 @@ PRESETS: dict[str, dict] = {
         "addons": {"ser": {"ratio": 0.25}},
         "linear": {"epochs": 5, "batch_size": 32, "base_lr": 0.5, "n_last": 4,
                    "augment": False, "resize": 20},
+        "knn": {"ks": [20], "temperature": 0.07},
+        "mlp": {"epochs": 2, "hidden": 64},
+        "finetune": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0, "workers": 0},
+        "equivariance": {"n_images": 8},
+        "transform_probe": {"per_class": 2, "epochs": 2, "seeds": 1},
     },
 }
 

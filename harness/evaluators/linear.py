@@ -84,26 +84,26 @@ def fit_linear(train_x, train_y, n_classes: int, epochs: int, batch_size: int, b
 
 
 def linear_probe(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False) -> dict:
+    from harness.evaluators.features import run_features
     from harness.train import load_trained
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     lc = cfg["linear"]
-    method = load_trained(run_dir, device)
-    backbone = method.eval_backbone().to(device).eval()
+    if not lc["augment"]:
+        # Cached features, shared with the k-NN and MLP probes of the same checkpoint.
+        tr, va = run_features(run_dir, data_root, cfg, quiet)
+        head = fit_linear(tr["cls"], tr["labels"], va["n_classes"], lc["epochs"],
+                          lc["batch_size"], lc["base_lr"], cfg["seed"], quiet=quiet)
+        with torch.no_grad():
+            metrics = topk(head(va["cls"]), va["labels"])
+        metrics["n_train"], metrics["n_val"] = len(tr["labels"]), len(va["labels"])
+        return metrics
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backbone = load_trained(run_dir, device).eval_backbone().to(device).eval()
     size = cfg["model"]["img_size"]
-    ev = eval_transform(size, lc["resize"])
-    val = ImageFolderDataset(data_root, "val", transform=ev)
+    val = ImageFolderDataset(data_root, "val", transform=eval_transform(size, lc["resize"]))
     vx, vy = extract(backbone, val, lc["n_last"], lc["batch_size"], device, "val features", quiet)
-    n_classes = len(val.classes)
-    if lc["augment"]:
-        train = ImageFolderDataset(data_root, "train", transform=train_transform(size))
-        head = _fit_augmented(backbone, train, n_classes, lc, cfg["seed"], device, quiet)
-    else:
-        train = ImageFolderDataset(data_root, "train", transform=ev)
-        tx, ty = extract(backbone, train, lc["n_last"], lc["batch_size"], device,
-                         "train features", quiet)
-        head = fit_linear(tx, ty, n_classes, lc["epochs"], lc["batch_size"], lc["base_lr"],
-                          cfg["seed"], quiet=quiet)
+    train = ImageFolderDataset(data_root, "train", transform=train_transform(size))
+    head = _fit_augmented(backbone, train, len(val.classes), lc, cfg["seed"], device, quiet)
     with torch.no_grad():
         metrics = topk(head(vx), vy)
     metrics["n_train"], metrics["n_val"] = len(train), len(val)
