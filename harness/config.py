@@ -81,6 +81,26 @@ def data_root(cfg: dict, results_dir: Path, data_root: str | None = None) -> Pat
     return Path(root)
 
 
+def dataset_root(cfg: dict, results_dir: Path, dataset: str, given: str | None = None) -> Path:
+    """Where an evaluation set lives. Synthetic presets use fixture trees in the set's real
+    layout, generated next to the synthetic training set; real ones read
+    ``$HARNESS_DATA_<NAME>`` (e.g. HARNESS_DATA_IMAGENET_V2, HARNESS_DATA_3DIEBENCH)."""
+    if dataset == "imagenet":
+        return data_root(cfg, results_dir, given)
+    d = cfg["data"]
+    if d["dataset"] == "synthetic":
+        from harness.data.fixtures import Config, write_fixtures
+
+        tag = f"fixtures-n{d['n_classes']}-s{d['size']}"
+        fx = Config(seed=0, n_classes=d["n_classes"], size=d["size"])
+        return write_fixtures(Path(results_dir) / "data" / tag, fx, only=[dataset])[dataset]
+    var = "HARNESS_DATA_" + dataset.upper()
+    if not os.environ.get(var):
+        raise HarnessError(f"no {dataset} data for preset '{cfg['preset']}': set {var} to its root "
+                           f"(`harness data check {dataset} --root PATH` validates it)")
+    return Path(os.environ[var])
+
+
 def ensure_data(cfg: dict, root: Path) -> None:
     d = cfg["data"]
     if d["dataset"] == "synthetic":

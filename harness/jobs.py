@@ -86,7 +86,12 @@ def execute(job: Job) -> dict:
                                f"pretraining job first (harness run … --only pretrain)")
     t0 = time.time()
     full_cfg = {**cfg, **{job.evaluation: presets.get(cfg["preset"])[job.evaluation]}}
-    metrics = EVALUATORS[job.evaluation](Path(job.run_dir), root, full_cfg, quiet=rt.get("quiet", False))
+    extra = {}
+    if job.dataset != "imagenet":
+        extra = {"dataset": job.dataset,
+                 "dataset_root": C.dataset_root(cfg, results_dir, job.dataset, rt.get("data_root"))}
+    metrics = EVALUATORS[job.evaluation](Path(job.run_dir), root, full_cfg,
+                                         quiet=rt.get("quiet", False), **extra)
     record = {
         "run_id": C.run_id(cfg), "config_hash": C.config_hash(cfg), "method": cfg["method"],
         "preset": cfg["preset"], "scale": presets.get(cfg["preset"])["scale"],
@@ -139,6 +144,9 @@ def run(jobs: list[Job], cluster: str, results_dir: Path, profile: dict | None =
         C.ensure_data(cfg, root)
         for split in ("train", "val"):
             check_imagefolder(root, split)
+    for j in todo:
+        if j.kind == "eval" and j.dataset != "imagenet":
+            C.dataset_root(j.cfg, results_dir, j.dataset, j.cfg["runtime"].get("data_root"))
     if cluster == "debug":
         failed = 0
         for j in todo:

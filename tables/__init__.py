@@ -20,6 +20,9 @@ DATASET_LABELS = {
     "imagenet_sketch": "ImageNet-Sketch",
     "imagenet_v2": "ImageNet-V2",
     "imagenet_r": "ImageNet-R",
+    "imagenet_c": "ImageNet-C",
+    "imagenet_p": "ImageNet-P",
+    "3diebench": "3DIEBench",
 }
 METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5"}
 

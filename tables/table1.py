@@ -2,8 +2,8 @@
 (2 views; EquiMod 3; E-SSL and SER's fair comparison 2+4).
 
 The view policy of each row follows from its add-on (``harness methods``); SER's 2+4 row
-names it (``@multicrop``). Columns beyond ImageNet-1k (V2, Sketch, R, 3DIEBench) and the
-parameter count join with the evaluation suite; ``harness params NAME`` gives the counts now.
+names it (``@multicrop``). Sketch, V2 and R are read with the ImageNet linear head; 3DIEBench
+has its own linear probe. The parameter column is ``harness params NAME``.
 """
 from tables import Column, TableSpec
 
@@ -16,7 +16,8 @@ TABLE = TableSpec(
         "moco_v3+equimod",
         "moco_v3+essl", "moco_v3@multicrop+ser",
     ),
-    columns=(Column("imagenet", "top1"), Column("imagenet", "top5")),
+    columns=tuple(Column(d, m) for d in ("imagenet", "imagenet_sketch", "imagenet_v2", "imagenet_r",
+                                          "3diebench") for m in ("top1", "top5")),
     row_labels={
         "moco_v3": "MoCo-v3 (2 views)", "moco_v3+augself": "+ AugSelf", "moco_v3+stl": "+ STL",
         "moco_v3+ser": "+ SER", "moco_v3+equimod": "+ EquiMod (3 views)",

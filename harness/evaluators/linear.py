@@ -8,6 +8,8 @@ at that scale changes nothing but the time it takes.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -83,30 +85,53 @@ def fit_linear(train_x, train_y, n_classes: int, epochs: int, batch_size: int, b
                        quiet=quiet)
 
 
-def linear_probe(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False) -> dict:
-    from harness.evaluators.features import run_features
+def imagenet_head(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False) -> nn.Linear:
+    """The ImageNet linear head of a run, trained once and reused by every transfer column
+    (V2, Sketch, R read it as the paper does). Keyed by checkpoint and probe settings."""
+    from harness.evaluators.features import checkpoint_id, run_features
+    from harness.io import save_torch
     from harness.train import load_trained
 
     lc = cfg["linear"]
-    if not lc["augment"]:
+    key = json.dumps([checkpoint_id(Path(run_dir) / "checkpoint.pt"), lc, cfg["seed"]], sort_keys=True)
+    path = Path(run_dir) / "eval" / f"linear-head-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        head = nn.Linear(*saved["shape"])
+        head.load_state_dict(saved["state"])
+        return head
+    if lc["augment"]:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        backbone = load_trained(run_dir, device).eval_backbone().to(device).eval()
+        train = ImageFolderDataset(data_root, "train", transform=train_transform(cfg["model"]["img_size"]))
+        head = _fit_augmented(backbone, train, len(train.classes), lc, cfg["seed"], device, quiet)
+    else:
         # Cached features, shared with the k-NN and MLP probes of the same checkpoint.
         tr, va = run_features(run_dir, data_root, cfg, quiet)
         head = fit_linear(tr["cls"], tr["labels"], va["n_classes"], lc["epochs"],
                           lc["batch_size"], lc["base_lr"], cfg["seed"], quiet=quiet)
-        with torch.no_grad():
-            metrics = topk(head(va["cls"]), va["labels"])
-        metrics["n_train"], metrics["n_val"] = len(tr["labels"]), len(va["labels"])
-        return metrics
+    save_torch(path, {"shape": (head.in_features, head.out_features), "state": head.state_dict()})
+    return head
+
+
+def linear_probe(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False,
+                 dataset: str = "imagenet", dataset_root: Path | None = None) -> dict:
+    """ImageNet top-1/top-5 of the linear head; other datasets go to ``transfer``."""
+    if dataset != "imagenet":
+        from harness.evaluators.transfer import TRANSFER
+
+        return TRANSFER[dataset](run_dir, data_root, cfg, dataset_root, quiet)
+    from harness.train import load_trained
+
+    lc = cfg["linear"]
+    head = imagenet_head(run_dir, data_root, cfg, quiet)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = load_trained(run_dir, device).eval_backbone().to(device).eval()
-    size = cfg["model"]["img_size"]
-    val = ImageFolderDataset(data_root, "val", transform=eval_transform(size, lc["resize"]))
+    val = ImageFolderDataset(data_root, "val", transform=eval_transform(cfg["model"]["img_size"], lc["resize"]))
     vx, vy = extract(backbone, val, lc["n_last"], lc["batch_size"], device, "val features", quiet)
-    train = ImageFolderDataset(data_root, "train", transform=train_transform(size))
-    head = _fit_augmented(backbone, train, len(val.classes), lc, cfg["seed"], device, quiet)
     with torch.no_grad():
-        metrics = topk(head(vx), vy)
-    metrics["n_train"], metrics["n_val"] = len(train), len(val)
+        metrics = topk(head(vx.cpu()), vy)
+    metrics["n_val"] = len(val)
     return metrics
 
 
