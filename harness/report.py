@@ -70,6 +70,12 @@ def load_reference(spec: TableSpec) -> pd.DataFrame:
     return pd.DataFrame([(*k, v) for k, v in cells.items()], columns=KEY + ["value"])
 
 
+def _sub_label(dataset: str) -> str:
+    """"imagenet_c/gaussian_noise" → "Gaussian noise"; "…/avg" → "Average"."""
+    sub = dataset.rpartition("/")[2]
+    return "Average" if sub == "avg" else sub.replace("_", " ").capitalize()
+
+
 def _groups(spec: TableSpec) -> list[tuple[str, list[Column]]]:
     """Consecutive columns sharing (evaluation, dataset) form one spanning header."""
     several_evals = len({c.evaluation for c in spec.columns}) > 1
@@ -81,7 +87,7 @@ def _groups(spec: TableSpec) -> list[tuple[str, list[Column]]]:
             groups.append(((col.evaluation, col.dataset), [col]))
     out = []
     for (evaluation, dataset), cols in groups:
-        label = DATASET_LABELS.get(dataset, dataset)
+        label = DATASET_LABELS.get(dataset) or _sub_label(dataset)
         out.append((f"{label} ({evaluation})" if several_evals else label, cols))
     return out
 

@@ -16,8 +16,11 @@ def table_results(spec, preset: str, results_dir: Path) -> pd.DataFrame:
     rows = []
     for rec in jobs.load_results(jobs.plan(spec, preset, results_dir)):
         for metric, value in rec["metrics"].items():
-            rows.append({"method": rec["method"], "dataset": rec["dataset"],
-                         "metric": metric, "value": value})
+            # "fog/top1" from the imagenet_c job is column (imagenet_c/fog, top1).
+            sub, _, name = metric.rpartition("/")
+            rows.append({"method": rec["method"],
+                         "dataset": f"{rec['dataset']}/{sub}" if sub else rec["dataset"],
+                         "metric": name, "value": value})
     return pd.DataFrame(rows, columns=["method", "dataset", "metric", "value"])
 
 

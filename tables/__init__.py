@@ -56,8 +56,9 @@ class TableSpec:
         """Distinct (evaluation, dataset) pairs, in column order."""
         seen: list[tuple[str, str]] = []
         for c in self.columns:
-            if (c.evaluation, c.dataset) not in seen:
-                seen.append((c.evaluation, c.dataset))
+            job = (c.evaluation, c.dataset.split("/")[0])  # imagenet_c/fog comes from imagenet_c
+            if job not in seen:
+                seen.append(job)
         return seen
 
     def reference_path(self) -> Path | None:
