@@ -24,7 +24,10 @@ DATASET_LABELS = {
     "imagenet_p": "ImageNet-P",
     "3diebench": "3DIEBench",
 }
-METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5"}
+METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "mlp_top1": "MLP Top-1", "mlp_top5": "MLP Top-5",
+                 "finetune_top1": "Fine-tune Top-1", "finetune_top5": "Fine-tune Top-5",
+                 "knn20_top1": "20-NN Top-1", "equiv_rotation": "Rotation", "equiv_hflip": "Flip",
+                 "equiv_scale": "Scale"}
 
 
 @dataclass(frozen=True)
