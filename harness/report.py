@@ -73,7 +73,9 @@ def load_reference(spec: TableSpec) -> pd.DataFrame:
 def _sub_label(dataset: str) -> str:
     """"imagenet_c/gaussian_noise" → "Gaussian noise"; "…/avg" → "Average"."""
     sub = dataset.rpartition("/")[2]
-    return "Average" if sub == "avg" else sub.replace("_", " ").capitalize()
+    if sub == "avg":
+        return "Average"
+    return f"Layer {sub[5:]}" if sub.startswith("layer") else sub.replace("_", " ").capitalize()
 
 
 def _groups(spec: TableSpec) -> list[tuple[str, list[Column]]]:

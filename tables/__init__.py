@@ -27,7 +27,7 @@ DATASET_LABELS = {
 METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "mlp_top1": "MLP Top-1", "mlp_top5": "MLP Top-5",
                  "finetune_top1": "Fine-tune Top-1", "finetune_top5": "Fine-tune Top-5",
                  "knn20_top1": "20-NN Top-1", "equiv_rotation": "Rotation", "equiv_hflip": "Flip",
-                 "equiv_scale": "Scale"}
+                 "equiv_scale": "Scale", "rotation_pred_acc": "Rotation", "hflip_pred_acc": "Flip"}
 
 
 @dataclass(frozen=True)

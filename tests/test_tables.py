@@ -8,7 +8,8 @@ import tables
 from harness import jobs
 from harness.reporting import report
 
-ROW = {"table3": "moco_v3+ser", "table4": "moco_v3+augself"}
+ROW = {"table3": "moco_v3+ser", "table4": "moco_v3+augself", "table5": "moco_v3+stl",
+       "table9": "dino+ser"}
 
 
 @pytest.mark.parametrize("name", sorted(ROW))
