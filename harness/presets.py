@@ -30,6 +30,7 @@ PRESETS: dict[str, dict] = {
         "finetune": {},
         "equivariance": {"n_images": 1000},
         "transform_probe": {"per_class": 100},
+        "tsne": {"n_classes": 20, "per_class": 50},
     },
     "tiny": {
         "scale": "ViT width 96, depth 12, 6 heads, patch 8, 32 px, 200 steps of 64; a synthetic 10-class set stands in for ImageNet-1k",
@@ -54,6 +55,7 @@ PRESETS: dict[str, dict] = {
         "finetune": {"epochs": 10, "batch_size": 64, "warmup_epochs": 1, "workers": 2},
         "equivariance": {"n_images": 400},
         "transform_probe": {"per_class": 100},
+        "tsne": {"n_classes": 20, "per_class": 40},
     },
     "micro": {
         "scale": "ViT width 32, depth 12, 2 heads, patch 4, 16 px, 3 steps; a synthetic 10-class set stands in for ImageNet-1k",
@@ -74,6 +76,7 @@ PRESETS: dict[str, dict] = {
         "finetune": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0, "workers": 0},
         "equivariance": {"n_images": 8},
         "transform_probe": {"per_class": 2, "epochs": 2, "seeds": 1},
+        "tsne": {"n_classes": 20, "per_class": 4},
     },
 }
 

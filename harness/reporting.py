@@ -30,11 +30,18 @@ def report(names, preset, results_dir: Path, out: Path | None, check_tex=False,
     for name in names or tables.available():
         spec = rows(tables.load(name))
         for p in [preset] if preset else list(presets.PRESETS):
+            ctx = {"preset": p, "scale": presets.get(p)["scale"],
+                   "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            if isinstance(spec, tables.FigureSpec):
+                from harness.figures import render_figure
+
+                records = jobs.load_results(jobs.plan(spec, p, results_dir))
+                if records:
+                    written += render_figure(spec, records, out or results_dir / "report" / p, ctx)
+                continue
             df = table_results(spec, p, results_dir)
             if df.empty:
                 continue
-            ctx = {"preset": p, "scale": presets.get(p)["scale"],
-                   "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
             paths = render_table(spec, df, out or results_dir / "report" / p, ctx)
             if check_tex:
                 from harness.report import compile_check

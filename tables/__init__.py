@@ -68,13 +68,26 @@ class TableSpec:
         return REFERENCE_DIR / self.reference if self.reference else None
 
 
+@dataclass(frozen=True)
+class FigureSpec(TableSpec):
+    """A figure: rows and columns as a table's (so the same jobs run), drawn as ``kind``.
+
+    ``curve``: each panel is (title, x-label, {method: x}) and plots the columns against x;
+    ``tsne``: one scatter per row from the ``tsne`` evaluation's points.
+    """
+
+    kind: str = "curve"
+    panels: tuple = ()
+
+
 def available() -> list[str]:
-    return sorted(p.stem for p in Path(__file__).parent.glob("table*.py"))
+    here = Path(__file__).parent
+    return sorted(p.stem for pattern in ("table*.py", "figure*.py") for p in here.glob(pattern))
 
 
 def load(name: str) -> TableSpec:
     if name not in available():
         raise HarnessError(
-            f"unknown table '{name}'; choose one of: {', '.join(available())}"
+            f"unknown table or figure '{name}'; choose one of: {', '.join(available())}"
         )
     return importlib.import_module(f"tables.{name}").TABLE

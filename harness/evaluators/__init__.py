@@ -6,6 +6,7 @@ from harness.evaluators.knn import knn_eval
 from harness.evaluators.linear import linear_probe
 from harness.evaluators.mlp import run_mlp_probe
 from harness.evaluators.transform_probe import run_transform_probe
+from harness.evaluators.tsne import run_tsne
 
 EVALUATORS = {
     "linear": linear_probe,
@@ -14,4 +15,5 @@ EVALUATORS = {
     "finetune": run_finetune,
     "equivariance": run_equivariance,
     "transform_probe": run_transform_probe,
+    "tsne": run_tsne,
 }
