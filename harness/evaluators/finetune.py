@@ -37,8 +37,19 @@ FINETUNE_RECIPE = {
 }
 
 
+def _posterize_keeps_a_bit() -> None:
+    """RandAugment's 'inc1' posterize keeps 4 - int(4·m/10) bits, i.e. 0 at m = 10, which
+    m9 ± 0.5 reaches in ~2 % of draws; Pillow ≥ 10 refuses 0 bits (older ones returned a
+    black image). Keep at least one bit: the one deviation from DeiT's augmentation."""
+    from timm.data import auto_augment as aa
+
+    base = aa._posterize_increasing_level_to_arg
+    aa.LEVEL_TO_ARG["PosterizeIncreasing"] = lambda level, hp: (max(1, base(level, hp)[0]),)
+
+
 def deit_transforms(img_size: int, r: dict):
     """(train, eval) transforms of DeiT's ``build_transform``."""
+    _posterize_keeps_a_bit()
     train = create_transform(img_size, is_training=True, color_jitter=r["color_jitter"],
                              auto_augment=r["auto_augment"], interpolation="bicubic",
                              re_prob=r["reprob"], re_mode="pixel", re_count=1)
