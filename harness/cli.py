@@ -14,7 +14,7 @@ DEFAULT_RESULTS = os.environ.get("HARNESS_RESULTS", "results")
 
 def cmd_run(a) -> int:
     import tables
-    from harness import jobs
+    from harness import jobs, launch
 
     spec = _with_rows(tables.load(a.table), a.methods)
     profile = None
@@ -25,9 +25,57 @@ def cmd_run(a) -> int:
     rt = jobs.default_runtime(a.cluster, a.results, a.data_root, wandb=a.wandb or None,
                               threads=(profile or {}).get("cpus_per_task"))
     plan = jobs.plan(spec, a.preset, a.results, a.seed, rt, only=a.only)
-    summary = jobs.run(plan, a.cluster, Path(a.results), profile, timeout_s=a.timeout)
+    summary = launch.run(plan, a.cluster, Path(a.results), profile, timeout_s=a.timeout,
+                         retries=a.retries, parallel=a.parallel)
     print(json.dumps(summary))
     return 1 if summary["failed"] else 0
+
+
+def _planned(a):
+    import tables
+    from harness import jobs
+
+    names = a.tables or tables.available()
+    out = []
+    for name in names:
+        spec = _with_rows(tables.load(name), getattr(a, "methods", None))
+        out.append((name, jobs.plan(spec, a.preset, a.results, a.seed)))
+    return out
+
+
+def cmd_status(a) -> int:
+    from harness import status
+
+    if a.tables:
+        for name, plan in _planned(a):
+            rows = [status.job_status(Path(a.results), j) for j in plan]
+            print(status.render(rows, f"{name} @ {a.preset}") + "\n")
+        return 0
+    recorded = status.recorded(Path(a.results))
+    if not recorded:
+        raise HarnessError(f"no jobs recorded in {a.results}: nothing was submitted there yet "
+                           f"(harness run TABLE …), or pass --results DIR")
+    rows = [status.job_status(Path(a.results), j) for j in recorded]
+    print(status.render(rows, f"every job submitted from {a.results}"))
+    return 0
+
+
+def cmd_plan(a) -> int:
+    from harness import estimate
+    from harness.slurm_check import load_profile
+
+    profile = load_profile(a.profile)
+    if a.utilization is not None:
+        profile["utilization"] = a.utilization
+    for name, plan in _planned(a):
+        rows = estimate.estimate(plan, a.preset, profile, a.step_time)
+        gpu = profile.get("gpu_name") or "GPU"
+        print(estimate.render(rows, f"{name} @ {a.preset} on profile {a.profile} "
+                                    f"({gpu}, {profile.get('gpu_tflops') or '?'} TFLOP/s peak)"))
+        todo = sum(not j.done() for j in plan)
+        print(f"{todo} of {len(plan)} jobs have no result yet; nothing was submitted "
+              f"(harness run {name} --preset {a.preset} --cluster slurm --profile {a.profile})\n")
+    return 0
 
 
 def _with_rows(spec, methods: str | None):
@@ -55,9 +103,19 @@ def cmd_report(a) -> int:
 
 
 def cmd_audit(a) -> int:
+    import torch.distributed
+
+    from harness import dist
     from harness.instruments import audit
 
-    r = audit(a.method, a.preset, a.seed)
+    try:
+        r = audit(a.method, a.preset, a.seed)   # under torchrun: every rank, one global batch
+        lead = dist.rank() == 0
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if not lead:   # every rank holds the same averaged result; one prints it
+        return 0
     if a.json:
         print(json.dumps(r, indent=2))
     else:
@@ -160,7 +218,33 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--wandb", action="store_true", help="log to wandb (offline by default)")
     r.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    r.add_argument("--retries", type=int, help="times a failed job is submitted again "
+                                               "(default: the profile's, else 1)")
+    r.add_argument("--parallel", type=int, help="local cluster: jobs at once (default: cores / "
+                                                "threads per job)")
     r.set_defaults(fn=cmd_run)
+
+    r = sub.add_parser("status", help="each job's state, progress, time left; why failed ones failed")
+    r.add_argument("tables", nargs="*", help="tables or figures (default: every job submitted "
+                                             "so far, from its record)")
+    r.add_argument("--preset", default="tiny")
+    r.add_argument("--results", default=DEFAULT_RESULTS)
+    r.add_argument("--methods", help="comma-separated rows instead of the table's own")
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(fn=cmd_status)
+
+    r = sub.add_parser("plan", help="list a table's jobs and estimate GPU-hours; submits nothing")
+    r.add_argument("tables", nargs="+")
+    r.add_argument("--preset", default="paper")
+    r.add_argument("--profile", required=True, help="slurm/<NAME>.yaml or a path")
+    r.add_argument("--results", default=DEFAULT_RESULTS)
+    r.add_argument("--methods", help="comma-separated rows instead of the table's own")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--step-time", type=float, help="measured seconds per pretraining step of the "
+                                                   "global batch on this cluster (else FLOPs)")
+    r.add_argument("--utilization", type=float, help="fraction of peak FLOP/s reached "
+                                                     "(default: the profile's, else 0.4)")
+    r.set_defaults(fn=cmd_plan)
 
     r = sub.add_parser("report", help="render tables from the results present")
     r.add_argument("tables", nargs="*")

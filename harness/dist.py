@@ -60,11 +60,29 @@ def gather(x: torch.Tensor, grad: bool = True) -> torch.Tensor:
     return torch.cat(parts)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum across ranks whose backward is the sum of every rank's gradient: each rank's
+    input reaches every rank's loss. (torch.distributed.nn's version is deprecated.)"""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        # Reduce a copy: autograd may share grad with other nodes.
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum across ranks, differentiable (Barlow Twins' cross-correlation)."""
+    """Sum across ranks, differentiable (Barlow Twins' cross-correlation, global BatchNorm)."""
     if not is_dist():
         return x
-    return torch.distributed.nn.functional.all_reduce(x)
+    return _AllReduceSum.apply(x)
 
 
 @torch.no_grad()
@@ -75,6 +93,18 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     x = x.clone()
     dist.all_reduce(x)
     return x / world_size()
+
+
+def global_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The specs' BatchNorms with global-batch statistics when distributed: torch's
+    SyncBatchNorm on CUDA, ``harness.global_bn`` elsewhere (SyncBatchNorm refuses CPU)."""
+    if not is_dist():
+        return module
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    from harness.global_bn import convert_global_batchnorm
+
+    return convert_global_batchnorm(module)
 
 
 def init_from_env() -> bool:

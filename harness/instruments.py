@@ -3,7 +3,6 @@ how big the online model is (params). None of them needs data or a trained model
 """
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
@@ -12,6 +11,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness import config as C
+from harness import dist
 from harness.group import D4, Element
 from methods.base import Progress
 
@@ -48,35 +48,91 @@ def groups(method) -> dict[str, list]:
     return out
 
 
-def random_batch(method, cfg: dict, seed: int = 0) -> dict:
-    """One real batch through the method's view policy, from random-noise images."""
+def random_batch(method, cfg: dict, seed: int = 0, world: int | None = None) -> dict:
+    """One real global batch through the method's view policy, from random-noise images.
+
+    Laid out for ``world`` ranks (default: the current world size): SER's subset is
+    ``world`` times one rank's share, so ``shard_batch`` gives each rank what training would.
+    """
     from harness.train import PretrainBatches, build_policy
 
     policy = build_policy(method, cfg)
     rng = np.random.default_rng(seed)
     size = cfg["model"]["img_size"] + cfg["model"]["img_size"] // 8
+    n = cfg["train"]["batch_size"]
     imgs = [(Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)), 0)
-            for _ in range(cfg["train"]["batch_size"])]
-    return PretrainBatches(imgs, policy, cfg["train"]["batch_size"], seed)[0]
+            for _ in range(n)]
+    batches = PretrainBatches(imgs, policy, n, seed)
+    world = dist.world_size() if world is None else world
+    # One process draws the whole batch, whatever torch.distributed says, so that every
+    # rank holds the same global batch and a multi-process run can be compared with one.
+    batches.rank, batches.world, batches.local_batch = 0, 1, n
+    batches.n_equiv = world * policy.n_equiv(n // world)
+    return batches[0]
+
+
+def shard_batch(batch: dict, rank: int, world: int) -> dict:
+    """Rank ``rank``'s share of a ``random_batch``: the same slice of every per-image run."""
+    def cut(x, runs: int = 1):
+        # ``runs`` equal blocks of per-image rows (E-SSL's four rotations of one crop each).
+        step, n = len(x) // runs, len(x) // (runs * world)
+        parts = [x[r * step + rank * n: r * step + (rank + 1) * n] for r in range(runs)]
+        return torch.cat(parts) if isinstance(x, torch.Tensor) else sum(parts, [])
+
+    out = {}
+    for key, v in batch.items():
+        if key == "views":
+            out[key] = [[cut(x) for x in chunks] for chunks in v]
+        elif key in ("params", "params_z"):
+            out[key] = [cut(x) for x in v]
+        elif key == "clean":
+            out[key] = cut(v)
+        elif key in ("rotated", "rot_labels"):
+            out[key] = cut(v, runs=4)
+        elif key == "equiv":
+            out[key] = {**v, "pairs": [(a, b, cut(ga), cut(gb)) for a, b, ga, gb in v["pairs"]]}
+        elif key == "n_global":
+            out[key] = v
+        else:   # a new per-image input must say how it splits
+            raise KeyError(f"shard_batch does not know how to split batch['{key}']")
+    return out
 
 
 def audit(method_name: str, preset: str = "tiny", seed: int = 0) -> dict:
-    """Gradient norm that each loss term alone puts on each parameter group."""
+    """Gradient norm that each loss term alone puts on each parameter group.
+
+    Under torchrun (gloo or NCCL) each rank takes its shard of one global batch and the
+    gradients are averaged across ranks as training averages them, so every rank returns
+    what one process gives on the whole batch.
+    """
+    dist.init_from_env()
     cfg = C.resolve(method_name, preset, seed)
-    torch.manual_seed(seed)
-    method = C.build_method(cfg).train()
+    torch.manual_seed(seed)   # the same seed on every rank: identical initial weights
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.is_dist() and \
+        torch.cuda.is_available() else torch.device("cpu")
+    method = dist.global_batchnorm(C.build_method(cfg).to(device).train(), device)
     batch = random_batch(method, cfg, seed)
+    if dist.is_dist():
+        from harness.train import _to
+
+        batch = _to(shard_batch(batch, dist.rank(), dist.world_size()), device)
     terms = method.training_step(batch, Progress(0, 1, 1))
     grp = groups(method)
+    live = [p for p in method.parameters() if p.requires_grad]
     result = {"method": cfg["method"], "preset": preset, "terms": {}}
     for term, value in terms.items():
+        # A detached term (ser_detached) reaches nothing: every norm is 0. One backward per
+        # term, the same on every rank, so the cross-rank backward collectives pair up.
+        grads = torch.autograd.grad(value, live, retain_graph=True, allow_unused=True) \
+            if value.requires_grad else [None] * len(live)
+        by_param = {id(p): g for p, g in zip(live, grads)}
         norms = {}
         for g, params in grp.items():
-            # A detached term (ser_detached) reaches nothing: every norm is 0.
-            live = [p for p in params if p.requires_grad] if value.requires_grad else []
-            grads = torch.autograd.grad(value, live, retain_graph=True, allow_unused=True) if live else []
-            sq = sum(float(gr.pow(2).sum()) for gr in grads if gr is not None)
-            norms[g] = math.sqrt(sq)
+            # The norm of the rank-averaged gradient, not the average of per-rank norms.
+            got = [by_param.get(id(p)) for p in params]
+            vec = torch.cat([torch.zeros(0, device=device)]
+                            + [x.flatten() for x in got if x is not None])
+            norms[g] = float(dist.all_reduce_mean(vec).norm())
         result["terms"][term] = norms
     return result
 

@@ -31,8 +31,19 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "constraint": ((str,), None),
     "signal_delay_s": ((int,), 120),
     "max_requeue": ((int,), 3),
+    "max_preemptions": ((int,), 20),
+    "retries": ((int,), 1),
     "setup": ((list,), []),
+    # Evaluation jobs' shape where it differs (evaluators run as one process).
+    "eval": ((dict,), {"nodes": 1, "gpus_per_node": None, "tasks_per_node": 1}),
+    # For `harness plan`: peak dense bf16 TFLOP/s of one GPU and the fraction reached.
+    "gpu_name": ((str,), None),
+    "gpu_tflops": ((int, float), None),
+    "utilization": ((int, float), 0.4),
 }
+# Keys an ``eval:`` section may override.
+SHAPE_KEYS = ("partition", "nodes", "gpus_per_node", "cpus_per_task", "tasks_per_node", "mem_gb",
+              "time_min", "account", "qos", "constraint")
 
 
 def _one_line(text: str) -> str:
@@ -116,7 +127,7 @@ def load_profile(name_or_path: str | os.PathLike) -> dict:
     for key, (types, default) in PROFILE_KEYS.items():
         value = data.get(key)
         if value is None:
-            profile[key] = list(default) if isinstance(default, list) else default
+            profile[key] = type(default)(default) if isinstance(default, (list, dict)) else default
             continue
         # bool is an int to Python, but `nodes: yes` is a typo, not a count.
         if isinstance(value, bool) or not isinstance(value, types):
@@ -125,10 +136,27 @@ def load_profile(name_or_path: str | os.PathLike) -> dict:
                                f"got {value!r}")
         if key == "setup" and not all(isinstance(line, str) for line in value):
             raise HarnessError(f"cluster profile {path}: setup must be a list of shell lines")
+        if key == "eval":
+            bad = sorted(set(map(str, value)) - set(SHAPE_KEYS))
+            if bad:
+                raise HarnessError(f"cluster profile {path}: eval: unknown key(s) {', '.join(bad)}; "
+                                   f"it may set {', '.join(SHAPE_KEYS)}")
+            value = {**default, **value}
         if isinstance(value, (int, float)) and value < 0:
             raise HarnessError(f"cluster profile {path}: {key} must not be negative, got {value}")
         profile[key] = value
     return profile
+
+
+def job_shape(profile: dict | None, kind: str) -> dict:
+    """The profile as one kind of job sees it: evaluations take the ``eval:`` overrides
+    (one process; GPUs per node default to one when the profile has GPUs)."""
+    if profile is None or kind != "eval":
+        return profile or {}
+    over = dict(profile.get("eval") or {})
+    if over.get("gpus_per_node") is None:
+        over["gpus_per_node"] = 1 if profile.get("gpus_per_node") else 0
+    return {**profile, **over}
 
 
 def submitit_parameters(profile: dict | None) -> dict:

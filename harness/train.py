@@ -20,11 +20,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from harness import dist
+from harness import dist, tracking
 from harness.config import build_method, run_id
 from harness.data import ImageFolderDataset
 from harness.errors import HarnessError
 from harness.io import save_torch, write_json
+from harness.preempt import Preemption, quiet_worker
 from harness.views import Augmentations, ViewPolicy, check_requirements
 from methods.base import Progress, cosine
 
@@ -93,19 +94,27 @@ def lr_at(recipe: dict, it: int, total: int, its_per_epoch: int, global_batch: i
     return cosine(peak, floor, (it - warm) / max(1, total - warm))
 
 
-def _rng_state() -> dict:
+def _rng_states() -> list[dict]:
+    """Every rank's RNG streams (stochastic depth draws differ per rank), in rank order."""
     s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
+        s["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
+    if not dist.is_dist():
+        return [s]
+    out = [None] * dist.world_size()
+    torch.distributed.all_gather_object(out, s)
+    return out
 
 
-def _set_rng_state(s: dict) -> None:
+def _set_rng_state(states: list[dict] | dict) -> None:
+    # A run resumed on another number of ranks keeps the data order but not the RNG streams.
+    s = states if isinstance(states, dict) else states[dist.rank() % len(states)]
     torch.set_rng_state(s["torch"])
     np.random.set_state(s["numpy"])
     random.setstate(s["python"])
     if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+        cuda = s["cuda"]
+        torch.cuda.set_rng_state(cuda if isinstance(cuda, torch.Tensor) else cuda[torch.cuda.current_device()])
 
 
 def _to(obj, device):
@@ -135,9 +144,8 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     np.random.seed(cfg["seed"])
 
     method = build_method(cfg).to(device)
-    if dist.is_dist() and device.type == "cuda":
-        # The specs' BatchNorms use global-batch statistics.
-        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    # The specs' BatchNorms use global-batch statistics (SyncBatchNorm on CUDA, ours on CPU).
+    method = dist.global_batchnorm(method, device)
     policy = build_policy(method, cfg)
     tr = cfg["train"]
     images = ImageFolderDataset(data_root, "train")
@@ -164,18 +172,20 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     if lead:
         _trim_log(log_path, start)
 
-    tracker = _wandb(cfg, run_dir) if rt.get("wandb") and lead else None
+    tracker = tracking.start(cfg, run_dir, "pretrain")   # None without --wandb, off rank 0
     loader = DataLoader(batches, batch_size=None, sampler=range(start, total),
                         num_workers=rt.get("num_workers", 0),
                         generator=torch.Generator().manual_seed(0),  # keep global RNG untouched
-                        persistent_workers=False)
+                        worker_init_fn=quiet_worker, persistent_workers=False)
     amp = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     ckpt_every = rt.get("ckpt_every") or max(1, total // 4)
     end = total if stop_at is None else min(stop_at, total)
     bar = tqdm(total=total, initial=start, desc=run_id(cfg), disable=rt.get("quiet", False) or not lead,
                dynamic_ncols=True, mininterval=1.0)
+    if start and lead:
+        _event(run_dir, "resumed", start)
     t0, it = time.time(), start
-    with open(log_path if lead else os.devnull, "a") as log:
+    with open(log_path if lead else os.devnull, "a") as log, Preemption() as warning:
         for it, batch in zip(range(start, end), loader):
             progress = Progress(it, total, spe)
             lr = lr_at(cfg["recipe"], it, total, spe, tr["batch_size"])
@@ -199,17 +209,28 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
             method.after_step(progress)
             row = {"step": it + 1, "lr": lr, "loss": loss.item(),
                    **{k: v.item() for k, v in terms.items()},
-                   "img_per_s": (it + 1 - start) * batches.local_batch / (time.time() - t0)}
+                   "img_per_s": (it + 1 - start) * tr["batch_size"] / (time.time() - t0),
+                   "total_steps": total, "time": time.time()}
             log.write(json.dumps(row) + "\n")
             log.flush()
             if tracker:
-                tracker.log(row, step=it + 1)
+                tracker.log({k: v for k, v in row.items() if k not in ("step", "time", "total_steps")},
+                            step=it + 1)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if lead and ((it + 1) % ckpt_every == 0 or it + 1 == end):
-                save_torch(ckpt_path, {"step": it + 1, "model": method.state_dict(),
-                                       "optimizer": opt.state_dict(), "rng": _rng_state(),
-                                       "config": cfg})
+            # Warned of preemption or the time limit: save this step, then requeue.
+            stop = it + 1 < end and warning.requested()
+            if (it + 1) % ckpt_every == 0 or it + 1 == end or stop:
+                rng = _rng_states()   # every rank takes part; rank 0 writes
+                if lead:
+                    save_torch(ckpt_path, {"step": it + 1, "model": method.state_dict(),
+                                           "optimizer": opt.state_dict(), "rng": rng,
+                                           "config": cfg})
+            if stop:
+                if lead:
+                    _event(run_dir, "preempted", it + 1, signal=warning.signum)
+                bar.close()
+                warning.hand_over()
     bar.close()
     if tracker:
         tracker.finish()
@@ -221,20 +242,18 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     return summary
 
 
+def _event(run_dir: Path, what: str, step: int, **extra) -> None:
+    """Requeue history of a run (``harness status`` counts it): one line per event."""
+    with open(run_dir / "events.jsonl", "a") as f:
+        f.write(json.dumps({"event": what, "step": step, "time": time.time(), **extra}) + "\n")
+
+
 def _trim_log(path: Path, start: int) -> None:
     """Drop log lines past the checkpoint a resumed run restarts from."""
     if not path.exists():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
     path.write_text("".join(ln + "\n" for ln in keep))
-
-
-def _wandb(cfg: dict, run_dir: Path):
-    import wandb
-
-    os.environ.setdefault("WANDB_MODE", "offline")
-    return wandb.init(project="ser-harness", id=run_id(cfg), resume="allow", dir=str(run_dir),
-                      config={k: v for k, v in cfg.items() if k != "runtime"}, reinit=True)
 
 
 def load_trained(run_dir: Path, device="cpu"):

@@ -3,13 +3,13 @@ import json
 from dataclasses import replace
 
 import tables
-from harness import jobs
+from harness import jobs, launch
 from harness.reporting import report
 
 
 def _run(spec, results):
     plan = jobs.plan(spec, "micro", results, 0, jobs.default_runtime("debug", str(results), None))
-    assert jobs.run(plan, "debug", results, log=lambda *_: None)["failed"] == 0
+    assert launch.run(plan, "debug", results, log=lambda *_: None)["failed"] == 0
 
 
 def test_figures_render_to_png_and_pdf(tmp_path):

@@ -19,8 +19,9 @@ def test_plan_keys_results_by_config_hash(tmp_path):
     a = jobs.plan(spec, "micro", tmp_path)
     b = jobs.plan(spec, "micro", tmp_path)
     assert [j.result for j in a] == [j.result for j in b]
-    assert len(a) == 12 and sum(j.kind == "pretrain" for j in a) == 6
-    assert len({j.result for j in a}) == 12
+    # 6 rows; ImageNet, Sketch, V2 and R evaluations each.
+    assert len(a) == 30 and sum(j.kind == "pretrain" for j in a) == 6
+    assert len({j.result for j in a}) == 30
     seeded = jobs.plan(spec, "micro", tmp_path, seed=1)
     assert not {j.result for j in a} & {j.result for j in seeded}
     for j in a:
@@ -30,8 +31,9 @@ def test_plan_keys_results_by_config_hash(tmp_path):
 
 def _check_results(results):
     recs = [json.loads(p.read_text()) for p in results.glob("runs/*/eval/*.json")]
-    assert len(recs) == 6
+    assert len(recs) == 24
     assert {r["method"] for r in recs} == set(tables.load("table2").rows)
+    assert {r["dataset"] for r in recs} == {"imagenet", "imagenet_sketch", "imagenet_v2", "imagenet_r"}
     for r in recs:
         assert 0 <= r["metrics"]["top1"] <= r["metrics"]["top5"] <= 100
         assert r["preset"] == "micro"

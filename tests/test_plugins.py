@@ -34,7 +34,7 @@ def test_plugin_addon_is_audited_run_and_reported(tmp_path):
                 "--preset", "micro", "--cluster", "local", "--results", str(res))
     assert p.returncode == 0, p.stderr[-2000:]
     recs = [json.loads(f.read_text()) for f in res.glob("runs/*/eval/*.json")]
-    assert [r["method"] for r in recs] == ["moco_v3+toy"]
+    assert {r["method"] for r in recs} == {"moco_v3+toy"} and len(recs) == 4   # IN, Sketch, V2, R
     p = harness("--plugin", str(plugin), "report", "table2", "--methods", "moco_v3+toy",
                 "--results", str(res))
     assert p.returncode == 0, p.stderr

@@ -11,7 +11,10 @@ import pytest
 from harness import report
 from tables import load
 
-SPEC = load("table2")
+# Table 2's ImageNet columns only: the reference CSV also holds Sketch/V2/R, which the
+# restriction to the spec's cells must drop.
+SPEC = dataclasses.replace(load("table2"), columns=tuple(
+    c for c in load("table2").columns if c.dataset == "imagenet"))
 CONTEXT = {"preset": "tiny", "scale": "ViT width 96, depth 12, 32 px, 300 steps, synthetic-10 data",
            "generated": "2024-01-01 00:00"}
 

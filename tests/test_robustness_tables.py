@@ -9,7 +9,7 @@ import pytest
 
 import tables
 from harness import config as C
-from harness import jobs
+from harness import jobs, launch
 from harness.data.readers import CORRUPTIONS, PERTURBATIONS
 from harness.errors import HarnessError
 from harness.reporting import report
@@ -18,7 +18,7 @@ from harness.reporting import report
 def _run(results, name):
     spec = replace(tables.load(name), rows=("moco_v3",))
     plan = jobs.plan(spec, "micro", results, 0, jobs.default_runtime("debug", str(results), None))
-    return spec, plan, jobs.run(plan, "debug", results, log=lambda *_: None)
+    return spec, plan, launch.run(plan, "debug", results, log=lambda *_: None)
 
 
 @pytest.fixture(scope="module")

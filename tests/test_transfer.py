@@ -9,7 +9,7 @@ import torch
 
 import tables
 from harness import config as C
-from harness import jobs
+from harness import jobs, launch
 from harness.data import ImageFolderDataset
 from harness.data.readers import ImageNetR, ImageNetV2
 from harness.evaluators.linear import eval_transform, imagenet_head
@@ -22,7 +22,7 @@ def done(tmp_path_factory):
     spec = replace(tables.load("table1"), rows=("moco_v3",))
     rt = jobs.default_runtime("debug", str(results), None)
     plan = jobs.plan(spec, "micro", results, 0, rt)
-    assert jobs.run(plan, "debug", results)["failed"] == 0
+    assert launch.run(plan, "debug", results)["failed"] == 0
     recs = {json.loads(p.read_text())["dataset"]: json.loads(p.read_text())
             for p in results.glob("runs/*/eval/linear-*.json")}
     return results, plan, recs
