@@ -91,8 +91,11 @@ def dataset_root(cfg: dict, results_dir: Path, dataset: str, given: str | None =
     if d["dataset"] == "synthetic":
         from harness.data.fixtures import Config, write_fixtures
 
-        tag = f"fixtures-n{d['n_classes']}-s{d['size']}"
-        fx = Config(seed=0, n_classes=d["n_classes"], size=d["size"])
+        # ImageNet-C corrupts every val image at each severity; the fixture keeps one in eight
+        # (5 per class at tiny: enough points for Figure 5's t-SNE; 1 at micro, for speed).
+        c_per_class = max(1, d["val_per_class"] // 8)
+        tag = f"fixtures-n{d['n_classes']}-s{d['size']}" + (f"-c{c_per_class}" if c_per_class > 1 else "")
+        fx = Config(seed=0, n_classes=d["n_classes"], size=d["size"], c_per_class=c_per_class)
         return write_fixtures(Path(results_dir) / "data" / tag, fx, only=[dataset])[dataset]
     var = "HARNESS_DATA_" + dataset.upper()
     if not os.environ.get(var):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
-from tables import DATASET_LABELS, Column, TableSpec
+from tables import DATASET_LABELS, EVALUATION_LABELS, Column, TableSpec
 
 KEY = ["method", "dataset", "metric"]
 MISSING = "--"
@@ -90,7 +90,8 @@ def _groups(spec: TableSpec) -> list[tuple[str, list[Column]]]:
     out = []
     for (evaluation, dataset), cols in groups:
         label = DATASET_LABELS.get(dataset) or _sub_label(dataset)
-        out.append((f"{label} ({evaluation})" if several_evals else label, cols))
+        out.append((f"{label}, {EVALUATION_LABELS.get(evaluation, evaluation)}" if several_evals
+                    else label, cols))
     return out
 
 

@@ -24,9 +24,13 @@ DATASET_LABELS = {
     "imagenet_p": "ImageNet-P",
     "3diebench": "3DIEBench",
 }
-METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "mlp_top1": "MLP Top-1", "mlp_top5": "MLP Top-5",
-                 "finetune_top1": "Fine-tune Top-1", "finetune_top5": "Fine-tune Top-5",
-                 "knn20_top1": "20-NN Top-1", "equiv_rotation": "Rotation", "equiv_hflip": "Flip",
+# When a table holds several evaluations, each column group's header names its evaluation.
+EVALUATION_LABELS = {"linear": "linear", "mlp": "MLP probe", "finetune": "fine-tuning",
+                     "knn": "20-NN", "equivariance": "equivariance score",
+                     "transform_probe": "transformation prediction", "tsne": "t-SNE"}
+METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "mlp_top1": "Top-1", "mlp_top5": "Top-5",
+                 "finetune_top1": "Top-1", "finetune_top5": "Top-5",
+                 "knn20_top1": "Top-1", "equiv_rotation": "Rotation", "equiv_hflip": "Flip",
                  "equiv_scale": "Scale", "rotation_pred_acc": "Rotation", "hflip_pred_acc": "Flip"}
 
 

@@ -33,7 +33,7 @@ FINETUNE_RECIPE = {
     "warmup_epochs": 5, "warmup_lr": 1e-6, "min_lr": 1e-5, "drop_path": 0.1,
     "smoothing": 0.1, "mixup": 0.8, "cutmix": 1.0, "mixup_prob": 1.0, "mixup_switch_prob": 0.5,
     "color_jitter": 0.3, "auto_augment": "rand-m9-mstd0.5-inc1", "reprob": 0.25,
-    "crop_pct": 0.875, "clip_grad": None, "workers": 8,
+    "crop_pct": 0.875, "crop_scale": [0.08, 1.0], "clip_grad": None, "workers": 8,
 }
 
 
@@ -50,7 +50,8 @@ def _posterize_keeps_a_bit() -> None:
 def deit_transforms(img_size: int, r: dict):
     """(train, eval) transforms of DeiT's ``build_transform``."""
     _posterize_keeps_a_bit()
-    train = create_transform(img_size, is_training=True, color_jitter=r["color_jitter"],
+    train = create_transform(img_size, is_training=True, scale=tuple(r["crop_scale"]),
+                             color_jitter=r["color_jitter"],
                              auto_augment=r["auto_augment"], interpolation="bicubic",
                              re_prob=r["reprob"], re_mode="pixel", re_count=1)
     evaluate = create_transform(img_size, is_training=False, interpolation="bicubic",
