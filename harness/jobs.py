@@ -76,6 +76,11 @@ def execute(job: Job) -> dict:
     C.ensure_data(cfg, root)
     if job.kind == "pretrain":
         return pretrain(cfg, Path(job.run_dir), root)
+    if rt.get("threads"):
+        # As pretraining does: jobs side by side must not each spin a thread per core.
+        import torch
+
+        torch.set_num_threads(rt["threads"])
     for dep in job.deps:
         if not Path(dep).exists():
             raise HarnessError(f"{job.name} needs {dep}, which does not exist: run the "
