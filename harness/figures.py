@@ -57,7 +57,11 @@ def _tsne(spec: FigureSpec, records: list[dict], fig) -> None:
             ax.text(0.5, 0.5, "not run", ha="center", transform=ax.transAxes)
             continue
         x, y = zip(*rec["metrics"]["points"])
-        ax.scatter(x, y, c=rec["metrics"]["labels"], cmap="tab20", s=8)
+        labels = rec["metrics"]["labels"]
+        ax.scatter(x, y, c=labels, cmap="tab20", s=8)
+        # the caption is the paper's (20 classes); a small preset has fewer
+        ax.set_title(f"{spec.row_label(method)}\n{len(set(labels))} classes, {len(labels)} points",
+                     fontsize=9)
 
 
 def render_figure(spec: FigureSpec, records: list[dict], out_dir: Path, context: dict) -> list[Path]:
