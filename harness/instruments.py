@@ -113,9 +113,9 @@ def audit(method_name: str, preset: str = "tiny", seed: int = 0) -> dict:
     method = dist.global_batchnorm(C.build_method(cfg).to(device).train(), device)
     batch = random_batch(method, cfg, seed)
     if dist.is_dist():
-        from harness.train import _to
+        from harness.train import to_device
 
-        batch = _to(shard_batch(batch, dist.rank(), dist.world_size()), device)
+        batch = to_device(shard_batch(batch, dist.rank(), dist.world_size()), device)
     terms = method.training_step(batch, Progress(0, 1, 1))
     grp = groups(method)
     live = [p for p in method.parameters() if p.requires_grad]

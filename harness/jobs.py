@@ -74,13 +74,13 @@ def execute(job: Job) -> dict:
     results_dir = Path(rt["results_dir"])
     root = C.data_root(cfg, results_dir, rt.get("data_root"))
     C.ensure_data(cfg, root)
-    if job.kind == "pretrain":
-        return pretrain(cfg, Path(job.run_dir), root)
     if rt.get("threads"):
-        # As pretraining does: jobs side by side must not each spin a thread per core.
+        # Jobs side by side must not each spin a thread per core.
         import torch
 
         torch.set_num_threads(rt["threads"])
+    if job.kind == "pretrain":
+        return pretrain(cfg, Path(job.run_dir), root)
     for dep in job.deps:
         if not Path(dep).exists():
             raise HarnessError(f"{job.name} needs {dep}, which does not exist: run the "

@@ -167,7 +167,8 @@ class Graph:
             ex.update_parameters(slurm_additional_parameters={
                 "dependency": "afterok:" + ":".join(after), "kill_on_invalid_dep": "yes"})
         s = ex.submit(Runner((self.profile or {}).get("max_preemptions", 20)), j)
-        self.live[j.result] = records.started(self.results_dir, j, s, self.cluster)
+        self.live[j.result] = records.started(self.results_dir, j, s.job_id, s.paths.stderr,
+                                                self.cluster, s)
         self.waiting.remove(j)
         self.submissions += 1
         self.log(f"submitted {j.name} as job {s.job_id}")

@@ -26,6 +26,8 @@ PRESETS: dict[str, dict] = {
         "linear": {"epochs": 50, "batch_size": 2048, "base_lr": 3.0, "n_last": 4,
                    "augment": True, "resize": 256},
         "knn": {"ks": [20], "temperature": 0.07},
+        # Also MLP_RECIPE's default: named here because an evaluation's result is keyed by
+        # its preset entry only, and raw-feature MLP results from before must not be reused.
         "mlp": {"standardize": True},
         "finetune": {},
         "equivariance": {"n_images": 1000},

@@ -68,10 +68,10 @@ class Handle:
         return Path(self.result).exists() or self.state() == "GONE"
 
 
-def started(results_dir: Path, job, sjob, cluster: str) -> Handle:
+def started(results_dir: Path, job, job_id, stderr, cluster: str, submitit_job=None) -> Handle:
     rec = load(results_dir, job) or {"name": job.name, "kind": job.kind, "result": job.result,
                                      "run_dir": job.run_dir, "attempts": []}
-    h = Handle(str(sjob.job_id), cluster, job.result, str(sjob.paths.stderr), sjob)
+    h = Handle(str(job_id), cluster, job.result, str(stderr), submitit_job)
     rec["attempts"].append({"job_id": h.job_id, "cluster": cluster, "stderr": h.stderr,
                             "submitted": _now()})
     rec.pop("failed", None)
@@ -100,9 +100,9 @@ def _queued_by_name(results_dir: Path, job) -> Handle | None:
         parts = line.split(None, 2)
         # Not COMPLETING: that one has run; its result decides, not a second look at it.
         if len(parts) == 3 and parts[1] in SLURM_LIVE - {"COMPLETING"} and parts[2].strip().startswith(logs):
-            sjob = type("Adopted", (), {"job_id": parts[0], "paths": type("P", (), {
-                "stderr": Path(logs, parts[0], f"{parts[0]}_0_log.err")})})
-            return started(results_dir, job, sjob, "slurm")
+            # squeue shows submitit's pattern (%t unexpanded); task 0's log is the one read.
+            stderr = Path(logs, parts[0], f"{parts[0]}_0_log.err")
+            return started(results_dir, job, parts[0], stderr, "slurm")
     return None
 
 

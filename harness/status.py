@@ -79,17 +79,17 @@ def job_status(results_dir: Path, job) -> dict:
     rec = records.load(results_dir, job)
     st = {"job": job.name, "kind": job.kind, "tries": len(rec["attempts"]) if rec else 0,
           **progress(job)}
-    if rec and rec["attempts"]:
+    if st["tries"]:
         st["job_id"] = rec["attempts"][-1]["job_id"]
     if job.done():
         return {**st, "state": "done"}
-    if not rec or not rec["attempts"]:
+    if not st["tries"]:
         ready = all(Path(d).exists() for d in job.deps)
         return {**st, "state": "ready" if ready else "waiting"}
     last = rec["attempts"][-1]
     h = records.Handle(last["job_id"], last["cluster"], job.result, last["stderr"])
     state = h.state()
-    st.update(job_id=h.job_id, cluster=last["cluster"], log=last["stderr"])
+    st.update(cluster=last["cluster"], log=last["stderr"])
     if state != "GONE":
         return {**st, "state": STATE_WORDS.get(state, state.lower())}
     why = rec.get("failed", {}).get("summary") or records.failure(h).summary

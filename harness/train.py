@@ -117,14 +117,14 @@ def _set_rng_state(states: list[dict] | dict) -> None:
         torch.cuda.set_rng_state(cuda if isinstance(cuda, torch.Tensor) else cuda[torch.cuda.current_device()])
 
 
-def _to(obj, device):
+def to_device(obj, device):
     """Every tensor of a batch (nested in dicts, lists and tuples) onto ``device``."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=True)
     if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
+        return {k: to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to(v, device) for v in obj)
+        return type(obj)(to_device(v, device) for v in obj)
     return obj
 
 
@@ -194,7 +194,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
                 g["weight_decay"] = method.weight_decay(progress, spec)
             method.train()
             method.before_step(progress)
-            batch = _to(batch, device)
+            batch = to_device(batch, device)
             with torch.autocast(**amp) if amp else contextlib.nullcontext():
                 terms = method.training_step(batch, progress)
             loss = sum(terms.values())

@@ -165,7 +165,14 @@ def test_profile_eval_section_shapes_evaluation_jobs():
     ev = submitit_parameters(job_shape(prof, "eval"))
     assert (pre["gpus_per_node"], pre["tasks_per_node"]) == (8, 8)
     assert (ev["gpus_per_node"], ev["tasks_per_node"], ev["timeout_min"]) == (1, 1, 1440)
-    assert launch.local_slots([]) >= 1
+
+
+def test_local_jobs_at_once_fill_the_cores_not_more(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    plan = lambda threads: jobs.plan(tables.load("table2"), "micro", tmp_path,
+                                     runtime={"results_dir": str(tmp_path), "threads": threads})
+    assert [launch.local_slots(plan(t)) for t in (1, 4, 32)] == [16, 4, 1]
+    assert launch.local_slots([]) == 16
 
 
 @pytest.mark.slurm
