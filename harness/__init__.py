@@ -1,2 +1,3 @@
 """SER benchmark harness: table spec → jobs → runs → results → report."""
+
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """``harness``: run tables, report them, and inspect methods. ``harness COMMAND --help``."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,26 +15,38 @@ DEFAULT_RESULTS = os.environ.get("HARNESS_RESULTS", "results")
 
 def cmd_run(a) -> int:
     import tables
-    from harness import jobs, launch
+    from harness.run import jobs, launch
 
     spec = _with_rows(tables.load(a.table), a.methods)
     profile = None
     if a.cluster == "slurm" or a.profile:
-        from harness.slurm_check import load_profile
+        from harness.run.profiles import load_profile
 
         profile = load_profile(a.profile or "local")
-    rt = jobs.default_runtime(a.cluster, a.results, a.data_root, wandb=a.wandb or None,
-                              threads=(profile or {}).get("cpus_per_task"))
+    rt = jobs.default_runtime(
+        a.cluster,
+        a.results,
+        a.data_root,
+        wandb=a.wandb or None,
+        threads=(profile or {}).get("cpus_per_task"),
+    )
     plan = jobs.plan(spec, a.preset, a.results, a.seed, rt, only=a.only)
-    summary = launch.run(plan, a.cluster, Path(a.results), profile, timeout_s=a.timeout,
-                         retries=a.retries, parallel=a.parallel)
+    summary = launch.run(
+        plan,
+        a.cluster,
+        Path(a.results),
+        profile,
+        timeout_s=a.timeout,
+        retries=a.retries,
+        parallel=a.parallel,
+    )
     print(json.dumps(summary))
     return 1 if summary["failed"] else 0
 
 
 def _planned(a):
     import tables
-    from harness import jobs
+    from harness.run import jobs
 
     names = a.tables or tables.available()
     out = []
@@ -44,7 +57,7 @@ def _planned(a):
 
 
 def cmd_status(a) -> int:
-    from harness import status
+    from harness.run import status
 
     if a.tables:
         for name, plan in _planned(a):
@@ -53,16 +66,18 @@ def cmd_status(a) -> int:
         return 0
     recorded = status.recorded(Path(a.results))
     if not recorded:
-        raise HarnessError(f"no jobs recorded in {a.results}: nothing was submitted there yet "
-                           f"(harness run TABLE …), or pass --results DIR")
+        raise HarnessError(
+            f"no jobs recorded in {a.results}: nothing was submitted there yet "
+            f"(harness run TABLE …), or pass --results DIR"
+        )
     rows = [status.job_status(Path(a.results), j) for j in recorded]
     print(status.render(rows, f"every job submitted from {a.results}"))
     return 0
 
 
 def cmd_plan(a) -> int:
-    from harness import estimate
-    from harness.slurm_check import load_profile
+    from harness.run import plan as estimate
+    from harness.run.profiles import load_profile
 
     profile = load_profile(a.profile)
     if a.utilization is not None:
@@ -70,11 +85,18 @@ def cmd_plan(a) -> int:
     for name, plan in _planned(a):
         rows = estimate.estimate(plan, a.preset, profile, a.step_time)
         gpu = profile.get("gpu_name") or "GPU"
-        print(estimate.render(rows, f"{name} @ {a.preset} on profile {a.profile} "
-                                    f"({gpu}, {profile.get('gpu_tflops') or '?'} TFLOP/s peak)"))
+        print(
+            estimate.render(
+                rows,
+                f"{name} @ {a.preset} on profile {a.profile} "
+                f"({gpu}, {profile.get('gpu_tflops') or '?'} TFLOP/s peak)",
+            )
+        )
         todo = sum(not j.done() for j in plan)
-        print(f"{todo} of {len(plan)} jobs have no result yet; nothing was submitted "
-              f"(harness run {name} --preset {a.preset} --cluster slurm --profile {a.profile})\n")
+        print(
+            f"{todo} of {len(plan)} jobs have no result yet; nothing was submitted "
+            f"(harness run {name} --preset {a.preset} --cluster slurm --profile {a.profile})\n"
+        )
     return 0
 
 
@@ -88,15 +110,21 @@ def _with_rows(spec, methods: str | None):
 
     rows = tuple(m.strip() for m in methods.split(",") if m.strip())
     for m in rows:
-        parse(m)   # an unknown name fails here, before anything runs
+        parse(m)  # an unknown name fails here, before anything runs
     return replace(spec, rows=rows)
 
 
 def cmd_report(a) -> int:
-    from harness.reporting import report
+    from harness.report import report
 
-    written = report(a.tables or None, a.preset, Path(a.results), Path(a.out) if a.out else None,
-                     check_tex=a.check_tex, rows=lambda spec: _with_rows(spec, a.methods))
+    written = report(
+        a.tables or None,
+        a.preset,
+        Path(a.results),
+        Path(a.out) if a.out else None,
+        check_tex=a.check_tex,
+        rows=lambda spec: _with_rows(spec, a.methods),
+    )
     for p in written:
         print(p)
     return 0
@@ -105,16 +133,16 @@ def cmd_report(a) -> int:
 def cmd_audit(a) -> int:
     import torch.distributed
 
-    from harness import dist
-    from harness.instruments import audit
+    from harness.parallel import dist
+    from harness.tools.audit import audit
 
     try:
-        r = audit(a.method, a.preset, a.seed)   # under torchrun: every rank, one global batch
+        r = audit(a.method, a.preset, a.seed)  # under torchrun: every rank, one global batch
         lead = dist.rank() == 0
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    if not lead:   # every rank holds the same averaged result; one prints it
+    if not lead:  # every rank holds the same averaged result; one prints it
         return 0
     if a.json:
         print(json.dumps(r, indent=2))
@@ -129,31 +157,35 @@ def cmd_audit(a) -> int:
 
 
 def cmd_flops(a) -> int:
-    from harness.instruments import step_flops
+    from harness.tools.flops import step_flops
     from methods.registry import parse
 
     batch = a.batch or (256 if a.preset == "paper" else None)
-    from harness import presets
+    from harness.config import presets
 
     batch = batch or presets.get(a.preset)["train"]["batch_size"]
     base = parse(a.method)[0].name
     f = step_flops(a.method, a.preset, batch)
     f0 = step_flops(base, a.preset, batch)
-    print(f"{a.method} @ {a.preset}, {batch} images/step: {f / 1e9:.2f} GFLOPs/image "
-          f"(train step, fwd+bwd); {base}: {f0 / 1e9:.2f}; ratio {f / f0:.4f}")
+    print(
+        f"{a.method} @ {a.preset}, {batch} images/step: {f / 1e9:.2f} GFLOPs/image "
+        f"(train step, fwd+bwd); {base}: {f0 / 1e9:.2f}; ratio {f / f0:.4f}"
+    )
     return 0
 
 
 def cmd_params(a) -> int:
-    from harness.instruments import params_millions
+    from harness.tools.flops import params_millions
 
-    print(f"{a.method} @ {a.preset}: {params_millions(a.method, a.preset):.2f}M trainable "
-          f"parameters (online model)")
+    print(
+        f"{a.method} @ {a.preset}: {params_millions(a.method, a.preset):.2f}M trainable "
+        f"parameters (online model)"
+    )
     return 0
 
 
 def cmd_methods(a) -> int:
-    from harness.views import POLICIES, choose
+    from harness.data.views import POLICIES, choose
     from methods.registry import ADDONS, BASES, parse
 
     parse("moco_v3")  # registers built-ins
@@ -162,8 +194,9 @@ def cmd_methods(a) -> int:
         print(f"  {n:<16} {c.description}  [{c.augmentation} augmentation]")
     print("add-ons (compose as base+addon@modifier; every add-on takes @layerK):")
     for n, c in sorted(ADDONS.items()):
-        print(f"  {n:<16} {c.description}  [views: {choose(c.requires)}; "
-              f"modifiers {c.modifier_help}]")
+        print(
+            f"  {n:<16} {c.description}  [views: {choose(c.requires)}; modifiers {c.modifier_help}]"
+        )
     print("view policies:")
     for n, p in POLICIES.items():
         extra = ", ".join(p["provides"]) or "the base method's two views"
@@ -174,8 +207,17 @@ def cmd_methods(a) -> int:
 def cmd_data_synth(a) -> int:
     from harness.data.synthetic import generate
 
-    print(generate(Path(a.root), seed=a.seed, n_classes=a.classes, size=a.size,
-                   train_per_class=a.train_per_class, val_per_class=a.val_per_class, force=a.force))
+    print(
+        generate(
+            Path(a.root),
+            seed=a.seed,
+            n_classes=a.classes,
+            size=a.size,
+            train_per_class=a.train_per_class,
+            val_per_class=a.val_per_class,
+            force=a.force,
+        )
+    )
     return 0
 
 
@@ -186,7 +228,7 @@ def cmd_data_check(a) -> int:
         raise HarnessError(f"unknown dataset '{a.name}': choose from {', '.join(READERS)}")
     inv = READERS[a.name].inventory(Path(a.root))
     print("\n".join(inv.lines()))
-    inv.require()   # the first problem, one line on stderr, exit 2
+    inv.require()  # the first problem, one line on stderr, exit 2
     return 0
 
 
@@ -201,9 +243,14 @@ def cmd_data_fixtures(a) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
-                   help="a file that registers methods (@register_base / @register_addon); "
-                        "repeatable, also $HARNESS_PLUGINS")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="a file that registers methods (@register_base / @register_addon); "
+        "repeatable, also $HARNESS_PLUGINS",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="run a table's jobs (only those without a result)")
@@ -218,15 +265,26 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--wandb", action="store_true", help="log to wandb (offline by default)")
     r.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
-    r.add_argument("--retries", type=int, help="times a failed job is submitted again "
-                                               "(default: the profile's, else 1)")
-    r.add_argument("--parallel", type=int, help="local cluster: jobs at once (default: cores / "
-                                                "threads per job)")
+    r.add_argument(
+        "--retries",
+        type=int,
+        help="times a failed job is submitted again (default: the profile's, else 1)",
+    )
+    r.add_argument(
+        "--parallel",
+        type=int,
+        help="local cluster: jobs at once (default: cores / threads per job)",
+    )
     r.set_defaults(fn=cmd_run)
 
-    r = sub.add_parser("status", help="each job's state, progress, time left; why failed ones failed")
-    r.add_argument("tables", nargs="*", help="tables or figures (default: every job submitted "
-                                             "so far, from its record)")
+    r = sub.add_parser(
+        "status", help="each job's state, progress, time left; why failed ones failed"
+    )
+    r.add_argument(
+        "tables",
+        nargs="*",
+        help="tables or figures (default: every job submitted so far, from its record)",
+    )
     r.add_argument("--preset", default="tiny")
     r.add_argument("--results", default=DEFAULT_RESULTS)
     r.add_argument("--methods", help="comma-separated rows instead of the table's own")
@@ -240,10 +298,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default=DEFAULT_RESULTS)
     r.add_argument("--methods", help="comma-separated rows instead of the table's own")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--step-time", type=float, help="measured seconds per pretraining step of the "
-                                                   "global batch on this cluster (else FLOPs)")
-    r.add_argument("--utilization", type=float, help="fraction of peak FLOP/s reached "
-                                                     "(default: the profile's, else 0.4)")
+    r.add_argument(
+        "--step-time",
+        type=float,
+        help="measured seconds per pretraining step of the "
+        "global batch on this cluster (else FLOPs)",
+    )
+    r.add_argument(
+        "--utilization",
+        type=float,
+        help="fraction of peak FLOP/s reached (default: the profile's, else 0.4)",
+    )
     r.set_defaults(fn=cmd_plan)
 
     r = sub.add_parser("report", help="render tables from the results present")
@@ -256,9 +321,10 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_report)
 
     for name, fn, default_preset, help_ in (
-            ("audit", cmd_audit, "tiny", "per-term gradient norms on each parameter group"),
-            ("flops", cmd_flops, "paper", "training FLOPs per image and ratio to the base method"),
-            ("params", cmd_params, "paper", "trainable parameters of the online model")):
+        ("audit", cmd_audit, "tiny", "per-term gradient norms on each parameter group"),
+        ("flops", cmd_flops, "paper", "training FLOPs per image and ratio to the base method"),
+        ("params", cmd_params, "paper", "trainable parameters of the online model"),
+    ):
         r = sub.add_parser(name, help=help_)
         r.add_argument("method")
         r.add_argument("--preset", default=default_preset)
@@ -282,9 +348,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--val-per-class", type=int, default=50)
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_data_synth)
-    s = d.add_parser("check", help="validate an evaluation set's layout: what is there, what is missing")
-    s.add_argument("name", help="imagenet, imagenet_v2, imagenet_sketch, imagenet_r, imagenet_c, imagenet_p "
-                                "or 3diebench")
+    s = d.add_parser(
+        "check", help="validate an evaluation set's layout: what is there, what is missing"
+    )
+    s.add_argument(
+        "name",
+        help="imagenet, imagenet_v2, imagenet_sketch, imagenet_r, imagenet_c, imagenet_p "
+        "or 3diebench",
+    )
     s.add_argument("--root", required=True)
     s.set_defaults(fn=cmd_data_check)
     s = d.add_parser("fixtures", help="write small trees in every evaluation set's real layout")
@@ -308,14 +379,17 @@ def main(argv=None) -> int:
             # Jobs in subprocesses and on Slurm inherit the environment, so they see it too.
             paths = [str(Path(p).resolve()) for p in args.plugin]
             os.environ[PLUGIN_ENV] = os.pathsep.join(
-                paths + [p for p in os.environ.get(PLUGIN_ENV, "").split(os.pathsep) if p])
+                paths + [p for p in os.environ.get(PLUGIN_ENV, "").split(os.pathsep) if p]
+            )
         return args.fn(args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("harness: interrupted; finished results are kept — re-run the same command to "
-              "continue", file=sys.stderr)
+        print(
+            "harness: interrupted; finished results are kept — re-run the same command to continue",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -1,4 +1,12 @@
-"""Registered methods. Importing this package registers the built-in bases and add-ons."""
-from methods import (augself, barlow_twins, dino, equimod, essl, moco_v3, ser,  # noqa: F401
-                     ser_ablations, stl)
-from methods.registry import ADDONS, BASES, parse, register_addon, register_base  # noqa: F401
+"""Registered methods: every module of this package registers its classes on import, and
+importing the package imports them all (no list to keep: a new file here is a new method)."""
+
+import importlib
+import pkgutil
+
+from methods.registry import ADDONS, BASES, parse, register_addon, register_base
+
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_info.name}")
+
+__all__ = ["ADDONS", "BASES", "parse", "register_addon", "register_base"]

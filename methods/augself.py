@@ -8,6 +8,7 @@ Loss per target = MSE(tanh(head([h_a, h_b])), target), over both orders; weights
 (the ImageNet-100 setting). The official ``extract_diff`` mirrors both centres with view a's
 flip; here each view's own flip decides, as the paper describes.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,7 @@ import re
 import torch
 import torch.nn as nn
 
-from harness.augment import IDX, JITTER
+from harness.data.augment import IDX, JITTER
 from methods.base import AddOn
 from methods.heads import bn_mlp
 from methods.losses import augself_loss
@@ -37,8 +38,15 @@ def crop_vector(p: torch.Tensor) -> torch.Tensor:
 def color_vector(p: torch.Tensor) -> torch.Tensor:
     """Jitter factors centred on identity and divided by the width of their sampling range."""
     ranges = torch.tensor([2 * s for s in JITTER], dtype=p.dtype, device=p.device)
-    raw = torch.stack([p[:, IDX["brightness"]] - 1, p[:, IDX["contrast"]] - 1,
-                       p[:, IDX["saturation"]] - 1, p[:, IDX["hue"]]], dim=1)
+    raw = torch.stack(
+        [
+            p[:, IDX["brightness"]] - 1,
+            p[:, IDX["contrast"]] - 1,
+            p[:, IDX["saturation"]] - 1,
+            p[:, IDX["hue"]],
+        ],
+        dim=1,
+    )
     return raw / ranges * (p[:, IDX["jitter"]] > 0)[:, None]
 
 
@@ -51,8 +59,9 @@ class AugSelf(AddOn):
     modifier_help = "@layerK @lambdaL (both weights) @depthN (head layers, default 3)"
     requires = ("aug_params",)
 
-    def __init__(self, base_name: str, layer: int | None = None, lam: float | None = None,
-                 depth: int = 3):
+    def __init__(
+        self, base_name: str, layer: int | None = None, lam: float | None = None, depth: int = 3
+    ):
         super().__init__(base_name, layer)
         self.weights = {k: (w if lam is None else lam) for k, w in WEIGHTS.items()}
         self.depth = depth
@@ -68,8 +77,9 @@ class AugSelf(AddOn):
 
     def attach(self, method, dims):
         d, h = method.backbone.width, dims["augself_hidden"]
-        self.heads = nn.ModuleDict({k: bn_mlp(2 * d, (h,) * (self.depth - 1), 4, last_bias=True)
-                                    for k in TARGETS})
+        self.heads = nn.ModuleDict(
+            {k: bn_mlp(2 * d, (h,) * (self.depth - 1), 4, last_bias=True) for k in TARGETS}
+        )
 
     def losses(self, method, batch, online, target, progress):
         ha, hb = self.feature(online[0]), self.feature(online[1])
@@ -78,5 +88,7 @@ class AugSelf(AddOn):
         out = {}
         for k, fn in TARGETS.items():
             t = fn(pa) - fn(pb)
-            out[f"loss_augself_{k}"] = self.weights[k] * augself_loss(self.heads[k](x), torch.cat([t, -t]))
+            out[f"loss_augself_{k}"] = self.weights[k] * augself_loss(
+                self.heads[k](x), torch.cat([t, -t])
+            )
         return out

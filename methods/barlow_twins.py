@@ -1,4 +1,5 @@
 """Barlow Twins (Zbontar et al., 2021): spec/methods.md §3, SER's ViT recipe (ser.md §8)."""
+
 from __future__ import annotations
 
 from methods.base import Method
@@ -13,8 +14,14 @@ class BarlowTwins(Method):
     augmentation = "barlow_twins"
     has_target = False
     recipe = {
-        "base_lr": 1e-4, "bias_lr": 0.0048, "lr_batch_scaling": True, "min_lr_frac": 0.001,
-        "weight_decay": 1e-6, "warmup_epochs": 10, "clip": 0.3, "lambd": 0.0051,
+        "base_lr": 1e-4,
+        "bias_lr": 0.0048,
+        "lr_batch_scaling": True,
+        "min_lr_frac": 0.001,
+        "weight_decay": 1e-6,
+        "warmup_epochs": 10,
+        "clip": 0.3,
+        "lambd": 0.0051,
     }
 
     def build_heads(self, dims):
@@ -31,6 +38,11 @@ class BarlowTwins(Method):
         weights, others = [], []
         for p in self.trainable_parameters():
             (others if p.ndim == 1 else weights).append(p)
-        return [{"params": weights, "lr_scale": 1.0, "weight_decay": self.recipe["weight_decay"]},
-                {"params": others, "lr_scale": self.recipe["bias_lr"] / self.recipe["base_lr"],
-                 "weight_decay": 0.0}]
+        return [
+            {"params": weights, "lr_scale": 1.0, "weight_decay": self.recipe["weight_decay"]},
+            {
+                "params": others,
+                "lr_scale": self.recipe["bias_lr"] / self.recipe["base_lr"],
+                "weight_decay": 0.0,
+            },
+        ]

@@ -6,42 +6,22 @@ A base method (MoCo-v3, DINO, Barlow Twins) overrides a few hooks: ``build_heads
 ``after_step`` / ``clip_gradients``. The training loop in ``harness.train`` only calls
 ``training_step``, ``before_step``, ``after_step``, ``clip_gradients``, ``param_groups``.
 """
+
 from __future__ import annotations
 
 import copy
-import math
 import re
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 
-from harness.backbone import Backbone, BackboneConfig
 from harness.errors import HarnessError
+from harness.model.backbone import Backbone, BackboneConfig
+from harness.schedule import Progress
 
 # Extra inputs a view policy may add beside the SSL views; encoded by the online backbone.
 EXTRA_INPUTS = ("clean", "rotated")
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where training is: iteration ``it`` of ``total``, and the epoch it belongs to."""
-
-    it: int
-    total: int
-    its_per_epoch: int
-
-    @property
-    def epoch(self) -> int:
-        return self.it // self.its_per_epoch
-
-    @property
-    def frac_epoch(self) -> float:
-        return self.it / self.its_per_epoch
-
-    @property
-    def epochs(self) -> float:
-        return self.total / self.its_per_epoch
 
 
 @dataclass
@@ -50,13 +30,7 @@ class Encoded:
 
     cls: torch.Tensor
     tokens: list  # per chunk: {layer: B×D×h×w}
-    sizes: list   # images per chunk
-
-
-def cosine(start: float, end: float, t: float) -> float:
-    """Half-cosine from ``start`` (t=0) to ``end`` (t=1)."""
-    t = min(max(t, 0.0), 1.0)
-    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * t))
+    sizes: list  # images per chunk
 
 
 class AddOn(nn.Module):
@@ -87,12 +61,16 @@ class AddOn(nn.Module):
         if self.layer is None:
             return cfg
         if not 1 <= self.layer <= cfg.depth:
-            raise HarnessError(f"{self.name}@layer{self.layer} is outside the backbone's blocks "
-                               f"1…{cfg.depth}: pick @layerK with K in that range")
+            raise HarnessError(
+                f"{self.name}@layer{self.layer} is outside the backbone's blocks "
+                f"1…{cfg.depth}: pick @layerK with K in that range"
+            )
         if cfg.cls_layer not in (None, self.layer):
-            raise HarnessError(f"{self.name}@layer{self.layer} needs the [CLS] after block "
-                               f"{self.layer}, another add-on put it after block {cfg.cls_layer}: "
-                               f"give both the same @layerK")
+            raise HarnessError(
+                f"{self.name}@layer{self.layer} needs the [CLS] after block "
+                f"{self.layer}, another add-on put it after block {cfg.cls_layer}: "
+                f"give both the same @layerK"
+            )
         return replace(cfg, cls_layer=self.layer, equiv_layer=self.layer)
 
     def taps(self) -> set[int]:
@@ -103,29 +81,36 @@ class AddOn(nn.Module):
         if self.layer:
             return enc.tokens[chunk][self.layer].mean(dim=(2, 3))
         start = sum(enc.sizes[:chunk])
-        return enc.cls[start:start + enc.sizes[chunk]]
+        return enc.cls[start : start + enc.sizes[chunk]]
 
-    def attach(self, method: "Method", dims: dict) -> None:
+    def attach(self, method: Method, dims: dict) -> None:
         """Create the add-on's own heads once the base method's networks exist."""
 
     def view_options(self) -> dict:
         return {}
 
-    def losses(self, method: "Method", batch: dict, online: list[Encoded],
-               target: list[Encoded] | None, progress: Progress) -> dict[str, torch.Tensor]:
+    def losses(
+        self,
+        method: Method,
+        batch: dict,
+        online: list[Encoded],
+        target: list[Encoded] | None,
+        progress: Progress,
+    ) -> dict[str, torch.Tensor]:
         return {}
 
 
 class Method(nn.Module):
     name = "base"
     description = ""
-    augmentation = "moco_v3"  # the two-view SSL augmentation of harness.views
-    has_target = False        # a momentum / teacher network
+    augmentation = "moco_v3"  # the two-view SSL augmentation of harness.data.views
+    has_target = False  # a momentum / teacher network
     # Paper-scale optimisation recipe; presets override scale-dependent entries.
     recipe: dict = {}
 
-    def __init__(self, backbone_cfg: BackboneConfig, dims: dict, recipe: dict,
-                 addons: list[AddOn] = ()):
+    def __init__(
+        self, backbone_cfg: BackboneConfig, dims: dict, recipe: dict, addons: list[AddOn] = ()
+    ):
         super().__init__()
         self.recipe = dict(recipe)
         self.dims = dict(dims)
@@ -147,8 +132,9 @@ class Method(nn.Module):
     def build_target(self) -> None:
         """Create momentum / teacher copies (after heads and add-on heads exist)."""
 
-    def invariance_loss(self, online: list[Encoded], target: list[Encoded] | None,
-                        progress: Progress) -> torch.Tensor:
+    def invariance_loss(
+        self, online: list[Encoded], target: list[Encoded] | None, progress: Progress
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def before_step(self, progress: Progress) -> None:
@@ -164,8 +150,13 @@ class Method(nn.Module):
 
     def param_groups(self) -> list[dict]:
         """AdamW groups; ``lr_scale`` multiplies the scheduled lr, ``wd`` is the decay."""
-        return [{"params": self.trainable_parameters(), "lr_scale": 1.0,
-                 "weight_decay": self.recipe.get("weight_decay", 0.0)}]
+        return [
+            {
+                "params": self.trainable_parameters(),
+                "lr_scale": 1.0,
+                "weight_decay": self.recipe.get("weight_decay", 0.0),
+            }
+        ]
 
     def weight_decay(self, progress: Progress, group: dict) -> float:
         return group["weight_decay"]
@@ -193,7 +184,9 @@ class Method(nn.Module):
         return self.backbone
 
     @staticmethod
-    def encode_views(backbone: Backbone, views: list[list[torch.Tensor]], taps: set[int]) -> list[Encoded]:
+    def encode_views(
+        backbone: Backbone, views: list[list[torch.Tensor]], taps: set[int]
+    ) -> list[Encoded]:
         """Encode views given as chunks; crops of one size share a single backbone call."""
         by_shape: dict = {}
         for v, chunks in enumerate(views):
@@ -207,9 +200,14 @@ class Method(nn.Module):
                 sl = slice(start, start + len(x))
                 outs[v, c] = (o.cls[sl], {k: t[sl] for k, t in o.tokens.items()})
                 start += len(x)
-        return [Encoded(torch.cat([outs[v, c][0] for c in range(len(chunks))]),
-                        [outs[v, c][1] for c in range(len(chunks))], [len(x) for x in chunks])
-                for v, chunks in enumerate(views)]
+        return [
+            Encoded(
+                torch.cat([outs[v, c][0] for c in range(len(chunks))]),
+                [outs[v, c][1] for c in range(len(chunks))],
+                [len(x) for x in chunks],
+            )
+            for v, chunks in enumerate(views)
+        ]
 
     @classmethod
     def encode(cls, backbone: Backbone, chunks: list[torch.Tensor], taps: set[int]) -> Encoded:
@@ -230,12 +228,12 @@ class Method(nn.Module):
         views = batch["views"]
         extras = [k for k in EXTRA_INPUTS if k in batch]
         enc = self.encode_views(self.backbone, views + [[batch[k]] for k in extras], taps)
-        online = enc[:len(views)]
-        batch["encoded"] = dict(zip(extras, enc[len(views):]))
+        online = enc[: len(views)]
+        batch["encoded"] = dict(zip(extras, enc[len(views) :]))
         target = None
         if self.has_target:
             with torch.no_grad():
-                target = self.encode_target(views[:batch.get("n_global", 2)], taps)
+                target = self.encode_target(views[: batch.get("n_global", 2)], taps)
         terms = {"loss_inv": self.invariance_loss(online, target, progress)}
         for a in self.addons:
             terms.update(a.losses(self, batch, online, target, progress))

@@ -1,10 +1,12 @@
 """DINO (Caron et al., 2021): spec/methods.md §2, SER's launch recipe (ser.md §8)."""
+
 from __future__ import annotations
 
 import torch
 
-from harness import dist
-from methods.base import Method, cosine
+from harness.parallel import dist
+from harness.schedule import cosine
+from methods.base import Method
 from methods.heads import DINOHead
 from methods.losses import dino_loss
 from methods.registry import register_base
@@ -16,17 +18,32 @@ class DINO(Method):
     augmentation = "dino"
     has_target = True
     recipe = {
-        "base_lr": 1e-4, "lr_batch_scaling": True, "min_lr": 1e-6,
-        "weight_decay": 0.04, "weight_decay_end": 0.4, "warmup_epochs": 10,
-        "clip": 0.3, "momentum": 0.982, "student_temp": 0.1,
-        "teacher_temp": 0.04, "warmup_teacher_temp": 0.04, "warmup_teacher_temp_epochs": 0,
-        "center_momentum": 0.9, "freeze_last_layer_epochs": 1, "norm_last_layer": False,
+        "base_lr": 1e-4,
+        "lr_batch_scaling": True,
+        "min_lr": 1e-6,
+        "weight_decay": 0.04,
+        "weight_decay_end": 0.4,
+        "warmup_epochs": 10,
+        "clip": 0.3,
+        "momentum": 0.982,
+        "student_temp": 0.1,
+        "teacher_temp": 0.04,
+        "warmup_teacher_temp": 0.04,
+        "warmup_teacher_temp_epochs": 0,
+        "center_momentum": 0.9,
+        "freeze_last_layer_epochs": 1,
+        "norm_last_layer": False,
         "drop_path": 0.1,
     }
 
     def build_heads(self, dims):
-        self.head = DINOHead(self.backbone.width, dims["dino_out"], dims["dino_hidden"],
-                             dims["dino_bottleneck"], self.recipe["norm_last_layer"])
+        self.head = DINOHead(
+            self.backbone.width,
+            dims["dino_out"],
+            dims["dino_hidden"],
+            dims["dino_bottleneck"],
+            self.recipe["norm_last_layer"],
+        )
         self.register_buffer("center", torch.zeros(1, dims["dino_out"]))
         self._batch_center = None
 
@@ -45,7 +62,10 @@ class DINO(Method):
         r = self.recipe
         w = r["warmup_teacher_temp_epochs"]
         if progress.epoch < w:  # linear per epoch, as DINO indexes its schedule
-            return r["warmup_teacher_temp"] + (r["teacher_temp"] - r["warmup_teacher_temp"]) * progress.epoch / w
+            return (
+                r["warmup_teacher_temp"]
+                + (r["teacher_temp"] - r["warmup_teacher_temp"]) * progress.epoch / w
+            )
         return r["teacher_temp"]
 
     def invariance_loss(self, online, target, progress):
@@ -53,8 +73,9 @@ class DINO(Method):
         with torch.no_grad():
             teacher = [self.teacher_head(t.cls) for t in target]
             self._batch_center = dist.all_reduce_mean(torch.cat(teacher).mean(0, keepdim=True))
-        return dino_loss(student, teacher, self.center, self.recipe["student_temp"],
-                         self.teacher_temp(progress))
+        return dino_loss(
+            student, teacher, self.center, self.recipe["student_temp"], self.teacher_temp(progress)
+        )
 
     def after_step(self, progress):
         if self._batch_center is not None:
@@ -79,14 +100,23 @@ class DINO(Method):
         for n, p in self.named_parameters():
             if p.requires_grad:
                 (no_decay if n.endswith(".bias") or p.ndim == 1 else decay).append(p)
-        return [{"params": decay, "lr_scale": 1.0, "weight_decay": self.recipe["weight_decay"],
-                 "wd_schedule": True},
-                {"params": no_decay, "lr_scale": 1.0, "weight_decay": 0.0}]
+        return [
+            {
+                "params": decay,
+                "lr_scale": 1.0,
+                "weight_decay": self.recipe["weight_decay"],
+                "wd_schedule": True,
+            },
+            {"params": no_decay, "lr_scale": 1.0, "weight_decay": 0.0},
+        ]
 
     def weight_decay(self, progress, group):
         if group.get("wd_schedule"):
-            return cosine(self.recipe["weight_decay"], self.recipe["weight_decay_end"],
-                          progress.it / progress.total)
+            return cosine(
+                self.recipe["weight_decay"],
+                self.recipe["weight_decay_end"],
+                progress.it / progress.total,
+            )
         return group["weight_decay"]
 
     @classmethod

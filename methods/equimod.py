@@ -8,6 +8,7 @@ pairs are (y_k, ŷ_k), τ = 0.2, λ = 1. The base method's loss plays EquiMod's 
 Head widths for ViT-S are a project decision: hidden = backbone width, as the ResNet-50
 original (2048-d features, 2048 hidden); output 128.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,7 @@ import re
 import torch
 import torch.nn as nn
 
-from harness.augment import PARAMS
+from harness.data.augment import PARAMS
 from methods.base import AddOn
 from methods.heads import moco_mlp
 from methods.losses import nt_xent
@@ -32,8 +33,9 @@ class EquiMod(AddOn):
     modifier_help = "@layerK @lambdaL @tauT"
     requires = ("aug_params", "clean_view")
 
-    def __init__(self, base_name: str, layer: int | None = None, lam: float = 1.0,
-                 tau: float = 0.2):
+    def __init__(
+        self, base_name: str, layer: int | None = None, lam: float = 1.0, tau: float = 0.2
+    ):
         super().__init__(base_name, layer)
         self.lam, self.tau = lam, tau
 
@@ -49,10 +51,11 @@ class EquiMod(AddOn):
 
     def attach(self, method, dims):
         d, e = method.backbone.width, dims["aux_dim"]
-        self.projector = moco_mlp(3, d, d, e)   # last BN without affine, as official
+        self.projector = moco_mlp(3, d, d, e)  # last BN without affine, as official
         self.embed = nn.Sequential(nn.Linear(len(VECTOR), e, bias=False), nn.BatchNorm1d(e))
-        self.predictor = nn.Sequential(nn.Linear(2 * e, e, bias=False),
-                                       nn.BatchNorm1d(e, affine=False))
+        self.predictor = nn.Sequential(
+            nn.Linear(2 * e, e, bias=False), nn.BatchNorm1d(e, affine=False)
+        )
 
     def predict(self, y0: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         return self.predictor(torch.cat([y0, self.embed(p[:, VECTOR].to(y0.dtype))], dim=1))

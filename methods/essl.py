@@ -5,6 +5,7 @@ policy); a LayerNorm MLP on the backbone feature predicts which. λ follows the 
 scale, as the official commands do: 0.4 for contrastive / cross-entropy losses (E-SimCLR;
 used here for MoCo-v3 and DINO), 8 for Barlow Twins.
 """
+
 from __future__ import annotations
 
 import re

@@ -1,14 +1,15 @@
 """Pure loss functions of the base methods and of SER.
 
-Each takes tensors and returns a scalar; cross-rank reductions go through ``harness.dist``
+Each takes tensors and returns a scalar; cross-rank reductions go through ``harness.parallel.dist``
 (the identity in one process), so the same function is right on one CPU and on 64 GPUs.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from harness import dist
+from harness.parallel import dist
 
 
 def moco_v3_contrastive(q: torch.Tensor, k: torch.Tensor, tau: float) -> torch.Tensor:
@@ -24,8 +25,13 @@ def moco_v3_contrastive(q: torch.Tensor, k: torch.Tensor, tau: float) -> torch.T
     return F.cross_entropy(logits, labels) * (2 * tau)
 
 
-def dino_loss(student_out: list[torch.Tensor], teacher_out: list[torch.Tensor],
-              center: torch.Tensor, student_temp: float, teacher_temp: float) -> torch.Tensor:
+def dino_loss(
+    student_out: list[torch.Tensor],
+    teacher_out: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float,
+    teacher_temp: float,
+) -> torch.Tensor:
     """DINO cross-entropy between centred, sharpened teacher and student distributions.
 
     ``student_out``: per-view logits (global views first, then local);
@@ -62,14 +68,20 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051) -> t
     return on + lambd * off
 
 
-def token_infonce(target: torch.Tensor, query: torch.Tensor, target_image: torch.Tensor,
-                  query_image: torch.Tensor, positive: torch.Tensor, tau: float) -> torch.Tensor:
+def token_infonce(
+    target: torch.Tensor,
+    query: torch.Tensor,
+    target_image: torch.Tensor,
+    query_image: torch.Tensor,
+    positive: torch.Tensor,
+    tau: float,
+) -> torch.Tensor:
     """Token InfoNCE with same-image negatives removed, for queries against any target set.
 
     Query j's positive is target row ``positive[j]``; its denominator holds the positive
     and every target token of another image.
     """
-    logits = F.normalize(query, dim=1) @ F.normalize(target, dim=1).t() / tau   # Q×T
+    logits = F.normalize(query, dim=1) @ F.normalize(target, dim=1).t() / tau  # Q×T
     same = query_image[:, None] == target_image[None, :]
     keep = ~same
     keep[torch.arange(len(query), device=query.device), positive] = True
@@ -78,8 +90,9 @@ def token_infonce(target: torch.Tensor, query: torch.Tensor, target_image: torch
     return (torch.logsumexp(logits, dim=1) - pos).mean()
 
 
-def ser_token_infonce(target: torch.Tensor, query: torch.Tensor, image_index: torch.Tensor,
-                      tau: float) -> torch.Tensor:
+def ser_token_infonce(
+    target: torch.Tensor, query: torch.Tensor, image_index: torch.Tensor, tau: float
+) -> torch.Tensor:
     """SER's L_equiv on N×D token features at corresponding positions.
 
     With s_ij = cos(target_i, query_j): mean over j of

@@ -1,9 +1,11 @@
 """MoCo-v3 (Chen et al., 2021), ViT recipe: spec/methods.md §1, SER's launch recipe §8."""
+
 from __future__ import annotations
 
 import torch
 
-from methods.base import Method, cosine
+from harness.schedule import cosine
+from methods.base import Method
 from methods.heads import moco_mlp
 from methods.losses import moco_v3_contrastive
 from methods.registry import register_base
@@ -15,8 +17,14 @@ class MoCoV3(Method):
     augmentation = "moco_v3"
     has_target = True
     recipe = {
-        "base_lr": 3e-4, "lr_batch_scaling": True, "min_lr": 0.0, "weight_decay": 0.1,
-        "warmup_epochs": 10, "clip": None, "tau": 0.2, "momentum": 0.99,
+        "base_lr": 3e-4,
+        "lr_batch_scaling": True,
+        "min_lr": 0.0,
+        "weight_decay": 0.1,
+        "warmup_epochs": 10,
+        "clip": None,
+        "tau": 0.2,
+        "momentum": 0.99,
     }
 
     @classmethod
@@ -40,8 +48,9 @@ class MoCoV3(Method):
     def before_step(self, progress):
         # m rises from m0 to 1 on a half cosine over fractional epochs (--moco-m-cos).
         m = 1 - cosine(1 - self.recipe["momentum"], 0.0, progress.frac_epoch / progress.epochs)
-        self.ema([(self.backbone, self.momentum_backbone),
-                  (self.projector, self.momentum_projector)], m)
+        self.ema(
+            [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)], m
+        )
 
     def invariance_loss(self, online, target, progress):
         # Every view queries every global key but its own (2 views: q1·k2 + q2·k1, summed as

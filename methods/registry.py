@@ -4,8 +4,9 @@ A full name composes a base with add-ons and their options:
 ``moco_v3+ser@layer9@cls9@code`` — base ``moco_v3`` with ``ser`` at equivariance layer 9,
 [CLS] after block 9 and the public-code hyper-parameters. A modifier on the base names the
 view policy (``moco_v3@multicrop+ser``: the paper's 2+4 views); without one, the first
-policy that supplies what the add-ons need is used (``harness.views``).
+policy that supplies what the add-ons need is used (``harness.data.views``).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -25,6 +26,7 @@ def register_base(name: str):
         cls.name = name
         BASES[name] = cls
         return cls
+
     return deco
 
 
@@ -33,14 +35,17 @@ def register_addon(name: str):
         cls.name = name
         ADDONS[name] = cls
         return cls
+
     return deco
 
 
 def _unknown(kind: str, name: str, known) -> HarnessError:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return HarnessError(f"unknown {kind} '{name}'{hint}; registered: {', '.join(sorted(known))}"
-                        f" — run `harness methods` to list them")
+    return HarnessError(
+        f"unknown {kind} '{name}'{hint}; registered: {', '.join(sorted(known))}"
+        f" — run `harness methods` to list them"
+    )
 
 
 PLUGIN_ENV = "HARNESS_PLUGINS"
@@ -56,8 +61,10 @@ def load_plugins(paths=()) -> None:
         if path in _loaded:
             continue
         if not Path(path).is_file():
-            raise HarnessError(f"plugin {path} does not exist: pass --plugin with the path of a "
-                               f".py file that registers a method")
+            raise HarnessError(
+                f"plugin {path} does not exist: pass --plugin with the path of a "
+                f".py file that registers a method"
+            )
         spec = importlib.util.spec_from_file_location(f"harness_plugin_{len(_loaded)}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -69,11 +76,13 @@ def load_plugins(paths=()) -> None:
 
 
 def _view_policy(base: str, mods: list[str]) -> str | None:
-    from harness.views import POLICIES
+    from harness.data.views import POLICIES
 
     if len(mods) > 1 or (mods and mods[0] not in POLICIES):
-        raise HarnessError(f"'{base}@{'@'.join(mods)}': a base method takes one modifier, its "
-                           f"view policy, one of: {', '.join(POLICIES)}")
+        raise HarnessError(
+            f"'{base}@{'@'.join(mods)}': a base method takes one modifier, its "
+            f"view policy, one of: {', '.join(POLICIES)}"
+        )
     return mods[0] if mods else None
 
 
@@ -104,8 +113,10 @@ def parse(full: str) -> tuple[type, list[tuple[type, dict]]]:
         for m in mods:
             parsed = cls.parse_modifier(m)
             if parsed is None:
-                raise HarnessError(f"add-on '{name}' does not understand '@{m}'; "
-                                   f"valid modifiers: {cls.modifier_help}")
+                raise HarnessError(
+                    f"add-on '{name}' does not understand '@{m}'; "
+                    f"valid modifiers: {cls.modifier_help}"
+                )
             opts.update(parsed)
         addons.append((cls, opts))
     return BASES[base], addons

@@ -4,16 +4,17 @@
 projector and blocks 1…k. ``+ser_detached`` and ``+delayed_cls`` (the public code's actual
 behaviour and its architecture-only ablation) are in ``ser_ablations.py``.
 """
+
 from __future__ import annotations
 
 import re
 
 import torch
 
-from harness import dist
-from harness.backbone import BackboneConfig
 from harness.errors import HarnessError
-from harness.group import act_each, relative
+from harness.model.backbone import BackboneConfig
+from harness.model.group import act_each, relative
+from harness.parallel import dist
 from methods.base import AddOn
 from methods.heads import TokenProjector
 from methods.losses import token_infonce
@@ -25,8 +26,13 @@ HYPER = {
     "paper": {"moco_v3": (0.3, 1.0), "dino": (0.5, 0.3), "barlow_twins": (0.3, 1.0)},
     "code": {"moco_v3": (0.5, 1.0), "dino": (0.4, 0.3), "barlow_twins": (0.4, 1.0)},
 }
-_MODS = {"layer": ("layer", int), "cls": ("cls_layer", int), "r": ("ratio", float),
-         "lambda": ("lam", float), "tau": ("tau", float)}
+_MODS = {
+    "layer": ("layer", int),
+    "cls": ("cls_layer", int),
+    "r": ("ratio", float),
+    "lambda": ("lam", float),
+    "tau": ("tau", float),
+}
 
 
 @register_addon("ser")
@@ -35,10 +41,19 @@ class SER(AddOn):
     modifier_help = "@layerK @clsC @rR @lambdaL @tauT @paper|@code @independent"
     requires = ("equiv_pairs",)
 
-    def __init__(self, base_name: str, layer: int = 3, cls_layer: int | None = None,
-                 ratio: float = 0.01, lam: float | None = None, tau: float | None = None,
-                 hyper: str = "paper", policy: str = "public",
-                 scale: tuple = (0.7, 1.3), aspect: tuple = (3 / 4, 4 / 3)):
+    def __init__(
+        self,
+        base_name: str,
+        layer: int = 3,
+        cls_layer: int | None = None,
+        ratio: float = 0.01,
+        lam: float | None = None,
+        tau: float | None = None,
+        hyper: str = "paper",
+        policy: str = "public",
+        scale: tuple = (0.7, 1.3),
+        aspect: tuple = (3 / 4, 4 / 3),
+    ):
         super().__init__(base_name, layer)
         tau0, lam0 = HYPER[hyper].get(base_name, HYPER[hyper]["moco_v3"])
         self.layer = layer
@@ -65,10 +80,13 @@ class SER(AddOn):
 
     def configure_backbone(self, cfg: BackboneConfig) -> BackboneConfig:
         if not 1 <= self.layer <= cfg.depth:
-            raise HarnessError(f"SER layer {self.layer} is outside the backbone's blocks "
-                               f"1…{cfg.depth}: pick @layerK with K in that range")
-        return BackboneConfig(**{**cfg.__dict__, "cls_layer": self.cls_layer,
-                                 "equiv_layer": self.layer})
+            raise HarnessError(
+                f"SER layer {self.layer} is outside the backbone's blocks "
+                f"1…{cfg.depth}: pick @layerK with K in that range"
+            )
+        return BackboneConfig(
+            **{**cfg.__dict__, "cls_layer": self.cls_layer, "equiv_layer": self.layer}
+        )
 
     def taps(self):
         return {self.layer}
@@ -77,8 +95,14 @@ class SER(AddOn):
         self.projector = TokenProjector(method.backbone.width, dims["ser_hidden"], dims["ser_dim"])
 
     def view_options(self):
-        return {"equiv_pairs": {"ratio": self.ratio, "policy": self.policy,
-                                "scale": self.scale, "aspect": self.aspect}}
+        return {
+            "equiv_pairs": {
+                "ratio": self.ratio,
+                "policy": self.policy,
+                "scale": self.scale,
+                "aspect": self.aspect,
+            }
+        }
 
     def _direction(self, tmap: torch.Tensor, qmap: torch.Tensor, elements) -> torch.Tensor:
         """Queries of this rank against ρ_g(target) tokens of every rank."""
@@ -89,8 +113,9 @@ class SER(AddOn):
         q = q.permute(0, 2, 3, 1).reshape(-1, d)
         img = torch.arange(b, device=q.device).repeat_interleave(h * w) + b * dist.rank()
         positive = torch.arange(len(q), device=q.device) + len(q) * dist.rank()
-        return token_infonce(dist.gather(t, grad=True), q, dist.gather(img, grad=False),
-                             img, positive, self.tau)
+        return token_infonce(
+            dist.gather(t, grad=True), q, dist.gather(img, grad=False), img, positive, self.tau
+        )
 
     def equiv_loss(self, online, target, batch) -> torch.Tensor:
         """Mean over the batch's pairs of views (one, or one global + two local with 2+4)."""
@@ -105,8 +130,13 @@ class SER(AddOn):
                 losses.append(self._direction(online[a].tokens[c][k], online[b].tokens[c][k], rel))
                 continue
             inv = [g.inverse() for g in rel]
-            losses.append(0.5 * (self._direction(target[a].tokens[c][k], online[b].tokens[c][k], rel)
-                                 + self._direction(target[b].tokens[c][k], online[a].tokens[c][k], inv)))
+            losses.append(
+                0.5
+                * (
+                    self._direction(target[a].tokens[c][k], online[b].tokens[c][k], rel)
+                    + self._direction(target[b].tokens[c][k], online[a].tokens[c][k], inv)
+                )
+            )
         return sum(losses) / len(losses)
 
     def losses(self, method, batch, online, target, progress):

@@ -4,6 +4,7 @@ Its gather carries no gradient, so L_equiv trains nothing: ``+ser_detached`` rep
 (same forward and logged value, no gradient), ``+delayed_cls`` keeps only the architecture
 and the B2 geometric views.
 """
+
 from __future__ import annotations
 
 from methods.registry import register_addon

@@ -8,6 +8,7 @@ P_eq([W(t_{2→1} of partner)·h2; W(t_{1→2} of partner)·h1]), with W a hyper
 D×D matrix. τ = 0.2, weights 1 (equivariance) and 0.1 (transformation); the base method's
 loss is STL's invariance term. No stop-gradient anywhere.
 """
+
 from __future__ import annotations
 
 import re
@@ -60,7 +61,12 @@ class STL(AddOn):
         partner = torch.arange(len(h1), device=h1.device) ^ 1
         h1_hat = self.transform(t21[partner], h2)
         h2_hat = self.transform(t12[partner], h1)
-        equi = nt_xent(self.equi_projector(torch.cat([h1, h2])),
-                       self.equi_projector(torch.cat([h1_hat, h2_hat])), self.tau)
-        return {"loss_stl_equi": self.weights["equi"] * equi,
-                "loss_stl_trans": self.weights["trans"] * trans}
+        equi = nt_xent(
+            self.equi_projector(torch.cat([h1, h2])),
+            self.equi_projector(torch.cat([h1_hat, h2_hat])),
+            self.tau,
+        )
+        return {
+            "loss_stl_equi": self.weights["equi"] * equi,
+            "loss_stl_trans": self.weights["trans"] * trans,
+        }

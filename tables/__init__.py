@@ -1,9 +1,10 @@
 """Table specs: one module per paper table or figure (``tables/table2.py`` …).
 
 A spec declares *what* a table reports — rows (registered method names) and columns
-(dataset × metric) — and nothing about how or where it runs; ``harness.jobs`` turns it
-into jobs, ``harness.report`` renders what those jobs produced.
+(dataset × metric) — and nothing about how or where it runs; ``harness.run.jobs`` turns it
+into jobs, ``harness.report.tables`` renders what those jobs produced.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,13 +26,29 @@ DATASET_LABELS = {
     "3diebench": "3DIEBench",
 }
 # When a table holds several evaluations, each column group's header names its evaluation.
-EVALUATION_LABELS = {"linear": "linear", "mlp": "MLP probe", "finetune": "fine-tuning",
-                     "knn": "20-NN", "equivariance": "equivariance score",
-                     "transform_probe": "transformation prediction", "tsne": "t-SNE"}
-METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "mlp_top1": "Top-1", "mlp_top5": "Top-5",
-                 "finetune_top1": "Top-1", "finetune_top5": "Top-5",
-                 "knn20_top1": "Top-1", "equiv_rotation": "Rotation", "equiv_hflip": "Flip",
-                 "equiv_scale": "Scale", "rotation_pred_acc": "Rotation", "hflip_pred_acc": "Flip"}
+EVALUATION_LABELS = {
+    "linear": "linear",
+    "mlp": "MLP probe",
+    "finetune": "fine-tuning",
+    "knn": "20-NN",
+    "equivariance": "equivariance score",
+    "transform_probe": "transformation prediction",
+    "tsne": "t-SNE",
+}
+METRIC_LABELS = {
+    "top1": "Top-1",
+    "top5": "Top-5",
+    "mlp_top1": "Top-1",
+    "mlp_top5": "Top-5",
+    "finetune_top1": "Top-1",
+    "finetune_top5": "Top-5",
+    "knn20_top1": "Top-1",
+    "equiv_rotation": "Rotation",
+    "equiv_hflip": "Flip",
+    "equiv_scale": "Scale",
+    "rotation_pred_acc": "Rotation",
+    "hflip_pred_acc": "Flip",
+}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 predicts a 90° rotation (4-way) and a horizontal flip (2-way) of the input (spec/evals.md §8).
 The evaluation also measures a randomly initialised encoder as the floor (``random_init/``
 entries of its result)."""
+
 from tables import Column, TableSpec
 
 LAYERS = (1, 3, 6, 9, 12)
@@ -9,9 +10,15 @@ TABLE = TableSpec(
     name="table5",
     caption="Transformation prediction accuracy (\\%) from frozen features of each layer.",
     rows=("moco_v3+ser", "moco_v3+augself", "moco_v3+stl"),
-    columns=tuple(Column(f"imagenet/layer{k}", m, "transform_probe")
-                  for m in ("rotation_pred_acc", "hflip_pred_acc") for k in LAYERS),
-    row_labels={"moco_v3+ser": "MoCo + SER", "moco_v3+augself": "MoCo + AugSelf",
-                "moco_v3+stl": "MoCo + STL"},
+    columns=tuple(
+        Column(f"imagenet/layer{k}", m, "transform_probe")
+        for m in ("rotation_pred_acc", "hflip_pred_acc")
+        for k in LAYERS
+    ),
+    row_labels={
+        "moco_v3+ser": "MoCo + SER",
+        "moco_v3+augself": "MoCo + AugSelf",
+        "moco_v3+stl": "MoCo + STL",
+    },
     reference="table5.csv",
 )

@@ -4,6 +4,7 @@ conftest.py re-exports it (``from tests.slurm_fixture import local_slurm``); tes
 are marked ``@pytest.mark.slurm``. Without Slurm installed they skip, except under CI, where a
 skip would hide that the cluster tests never ran, so they fail instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,23 +38,32 @@ def missing_binaries() -> list[str]:
 
 
 def run_script(script: Path, *args: str, timeout: float = 120, env: dict | None = None):
-    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        ["bash", str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def new_state_dir() -> Path:
     # Short and under /tmp: the munge socket path must stay under the 108-byte sun_path limit,
     # which a deep pytest basetemp or a long $TMPDIR can exceed.
-    return Path(tempfile.mkdtemp(prefix="harness-slurm-", dir="/tmp" if Path("/tmp").is_dir() else None))
+    return Path(
+        tempfile.mkdtemp(prefix="harness-slurm-", dir="/tmp" if Path("/tmp").is_dir() else None)
+    )
 
 
 @pytest.fixture(scope="session")
 def local_slurm():
     missing = missing_binaries()
     if missing:
-        skip_or_fail(f"Slurm is not installed (missing {', '.join(missing)}): "
-                     f"apt-get install slurm-wlm munge")
+        skip_or_fail(
+            f"Slurm is not installed (missing {', '.join(missing)}): "
+            f"apt-get install slurm-wlm munge"
+        )
     if os.geteuid() != 0:
         skip_or_fail("the local Slurm cluster needs root (slurmd runs jobs as their user)")
 
@@ -65,8 +75,9 @@ def local_slurm():
         pytest.fail(f"slurm/local-up.sh did not finish in {e.timeout}s", pytrace=False)
     if up.returncode != 0:
         run_script(DOWN, str(state), "--purge")
-        pytest.fail(f"slurm/local-up.sh failed (exit {up.returncode}):\n{up.stderr[-4000:]}",
-                    pytrace=False)
+        pytest.fail(
+            f"slurm/local-up.sh failed (exit {up.returncode}):\n{up.stderr[-4000:]}", pytrace=False
+        )
 
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(state / "slurm.conf")

@@ -5,6 +5,7 @@ an invariant SSL method must learn shape and texture while an equivariant one ha
 to predict: every shape is chiral and has no rotational symmetry, so a 90° turn or a flip always
 changes the picture.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,12 +26,22 @@ _TMP_PREFIX = ".synthetic-tmp-"
 
 # Polygons in a [-1, 1]^2 frame (y down). None is mirror-symmetric or rotation-symmetric.
 SHAPES = {
-    "ell": [(-.6, -.8), (-.2, -.8), (-.2, .4), (.6, .4), (.6, .8), (-.6, .8)],
-    "eff": [(-.6, -.8), (.6, -.8), (.6, -.45), (-.2, -.45), (-.2, -.1), (.3, -.1), (.3, .25),
-            (-.2, .25), (-.2, .8), (-.6, .8)],
-    "pee": [(-.6, -.8), (.6, -.8), (.6, .1), (-.2, .1), (-.2, .8), (-.6, .8)],
-    "flag": [(-.6, -.8), (.75, -.45), (-.3, -.05), (-.3, .8), (-.6, .8)],
-    "notchtri": [(-.7, .7), (-.05, .7), (.15, .3), (.35, .7), (.8, .7), (-.7, -.6)],
+    "ell": [(-0.6, -0.8), (-0.2, -0.8), (-0.2, 0.4), (0.6, 0.4), (0.6, 0.8), (-0.6, 0.8)],
+    "eff": [
+        (-0.6, -0.8),
+        (0.6, -0.8),
+        (0.6, -0.45),
+        (-0.2, -0.45),
+        (-0.2, -0.1),
+        (0.3, -0.1),
+        (0.3, 0.25),
+        (-0.2, 0.25),
+        (-0.2, 0.8),
+        (-0.6, 0.8),
+    ],
+    "pee": [(-0.6, -0.8), (0.6, -0.8), (0.6, 0.1), (-0.2, 0.1), (-0.2, 0.8), (-0.6, 0.8)],
+    "flag": [(-0.6, -0.8), (0.75, -0.45), (-0.3, -0.05), (-0.3, 0.8), (-0.6, 0.8)],
+    "notchtri": [(-0.7, 0.7), (-0.05, 0.7), (0.15, 0.3), (0.35, 0.7), (0.8, 0.7), (-0.7, -0.6)],
 }
 TEXTURES = ("solid", "stripes", "dots", "checker")
 MAX_CLASSES = len(SHAPES) * len(TEXTURES)
@@ -41,7 +52,9 @@ _CANVAS = 128  # local-frame raster; rendering at 2x output size keeps resamplin
 def class_names(n_classes: int) -> list[str]:
     """Shape varies fastest, so any n >= 5 classes uses every shape and the first textures."""
     shapes = list(SHAPES)
-    return [f"c{k:02d}_{shapes[k % len(shapes)]}_{TEXTURES[k // len(shapes)]}" for k in range(n_classes)]
+    return [
+        f"c{k:02d}_{shapes[k % len(shapes)]}_{TEXTURES[k // len(shapes)]}" for k in range(n_classes)
+    ]
 
 
 def _texture(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -49,7 +62,9 @@ def _texture(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     p = 0.4
     if name == "solid":
         return np.zeros_like(u)
-    if name == "stripes":  # oblique, so the stripe angle relative to the shape is also pose-dependent
+    if (
+        name == "stripes"
+    ):  # oblique, so the stripe angle relative to the shape is also pose-dependent
         return (np.floor((u * 0.866 + v * 0.5) / p) % 2).astype(np.float32)
     if name == "dots":
         du, dv = (u % p) - p / 2, (v % p) - p / 2
@@ -63,7 +78,9 @@ def _class_sprite(shape: str, texture: str) -> Image.Image:
     """RGB image in the local frame: R = shape mask, G = texture mix (B unused)."""
     mask = Image.new("L", (_CANVAS, _CANVAS), 0)
     scale = _CANVAS / 2
-    ImageDraw.Draw(mask).polygon([((x + 1) * scale, (y + 1) * scale) for x, y in SHAPES[shape]], fill=255)
+    ImageDraw.Draw(mask).polygon(
+        [((x + 1) * scale, (y + 1) * scale) for x, y in SHAPES[shape]], fill=255
+    )
     c = (np.arange(_CANVAS, dtype=np.float32) + 0.5) / scale - 1
     u, v = np.meshgrid(c, c)
     tex = (_texture(texture, u, v) * 255).astype(np.uint8)
@@ -94,8 +111,12 @@ def render(sprite: Image.Image, size: int, rng: np.random.Generator) -> Image.Im
     cos, sin, k = np.cos(theta), np.sin(theta), (_CANVAS / 2) / half
     m = k * np.array([[flip * cos, flip * sin], [-sin, cos]])
     off = _CANVAS / 2 - m @ np.array([cx, cy])
-    warped = sprite.transform((big, big), Image.AFFINE, (m[0, 0], m[0, 1], off[0], m[1, 0], m[1, 1], off[1]),
-                              resample=Image.BILINEAR)
+    warped = sprite.transform(
+        (big, big),
+        Image.AFFINE,
+        (m[0, 0], m[0, 1], off[0], m[1, 0], m[1, 1], off[1]),
+        resample=Image.BILINEAR,
+    )
     a = np.asarray(warped, dtype=np.float32)[..., :2] / 255
     alpha, mix = a[..., :1], a[..., 1:2]
     bg, fg, fg2 = _colours(rng)
@@ -109,17 +130,35 @@ def render(sprite: Image.Image, size: int, rng: np.random.Generator) -> Image.Im
     return Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
 
 
-def generate(root, *, seed: int = 0, n_classes: int = 10, train_per_class: int = 200, val_per_class: int = 50,
-             size: int = 64, force: bool = False) -> Path:
+def generate(
+    root,
+    *,
+    seed: int = 0,
+    n_classes: int = 10,
+    train_per_class: int = 200,
+    val_per_class: int = 50,
+    size: int = 64,
+    force: bool = False,
+) -> Path:
     """Write root/{train,val}/<class>/<i>.png plus root/.synthetic.json (written last = tree complete)."""
     root = Path(root)
     if not 2 <= n_classes <= MAX_CLASSES:
-        raise HarnessError(f"n_classes={n_classes} is out of range: the synthetic set supports 2 to {MAX_CLASSES} classes")
+        raise HarnessError(
+            f"n_classes={n_classes} is out of range: the synthetic set supports 2 to {MAX_CLASSES} classes"
+        )
     if train_per_class < 1 or val_per_class < 1 or size < 16:
-        raise HarnessError(f"bad synthetic sizes (train={train_per_class}, val={val_per_class}, size={size}): "
-                           "use at least 1 image per class per split and size >= 16")
-    params = {"version": VERSION, "seed": seed, "n_classes": n_classes, "train_per_class": train_per_class,
-              "val_per_class": val_per_class, "size": size}
+        raise HarnessError(
+            f"bad synthetic sizes (train={train_per_class}, val={val_per_class}, size={size}): "
+            "use at least 1 image per class per split and size >= 16"
+        )
+    params = {
+        "version": VERSION,
+        "seed": seed,
+        "n_classes": n_classes,
+        "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
+        "size": size,
+    }
     manifest = root / MANIFEST
     if manifest.exists() and not force:
         try:
@@ -128,11 +167,15 @@ def generate(root, *, seed: int = 0, n_classes: int = 10, train_per_class: int =
             old = None
         if isinstance(old, dict) and {k: old.get(k) for k in params} == params:
             return root  # fast path: identical set already there
-        raise HarnessError(f"{root} already holds a synthetic set with other parameters ({manifest}): "
-                           "pick another --root or pass --force to regenerate it")
+        raise HarnessError(
+            f"{root} already holds a synthetic set with other parameters ({manifest}): "
+            "pick another --root or pass --force to regenerate it"
+        )
     if not force and ((root / "train").exists() or (root / "val").exists()):
-        raise HarnessError(f"{root} already has train/ or val/ not made by this generator: "
-                           "pick an empty --root or pass --force to overwrite them")
+        raise HarnessError(
+            f"{root} already has train/ or val/ not made by this generator: "
+            "pick an empty --root or pass --force to overwrite them"
+        )
 
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(_TMP_PREFIX + "*"):  # left by a killed run; never part of a valid tree
@@ -142,8 +185,12 @@ def generate(root, *, seed: int = 0, n_classes: int = 10, train_per_class: int =
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
     try:
         splits = [("train", 0, train_per_class), ("val", 1, val_per_class)]
-        with tqdm(total=n_classes * (train_per_class + val_per_class), desc=f"synthetic {root}",
-                  unit="img", leave=False) as bar:
+        with tqdm(
+            total=n_classes * (train_per_class + val_per_class),
+            desc=f"synthetic {root}",
+            unit="img",
+            leave=False,
+        ) as bar:
             for split, split_id, count in splits:
                 for label, (name, sprite) in enumerate(zip(names, sprites)):
                     d = tmp / split / name

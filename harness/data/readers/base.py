@@ -6,12 +6,13 @@ A scan returns an `Inventory`: what was found (printed by `harness data check`) 
 problems. Constructors raise the first problem, so an incomplete tree stops an evaluation before
 any number is computed from part of it.
 """
+
 from __future__ import annotations
 
 import os
 import pkgutil
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from PIL import Image
@@ -23,13 +24,13 @@ from harness.errors import HarnessError
 FIXTURES = "`harness data fixtures --out DIR` writes a small tree in this layout"
 
 
-@lru_cache(maxsize=None)
+@cache
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k wnids in index order (sorted as strings, evals.md §1.1), as timm ships them."""
     return tuple(pkgutil.get_data("timm.data", "_info/imagenet_synsets.txt").decode().split())
 
 
-@lru_cache(maxsize=None)
+@cache
 def imagenet_r_wnids() -> tuple[str, ...]:
     """The 200 ImageNet-R classes (sorted wnids; their IN-1k indices are 1, 2, 4, 6, …, 988)."""
     return tuple(pkgutil.get_data("timm.data", "_info/imagenet_r_synsets.txt").decode().split())
@@ -63,9 +64,11 @@ def label_space(found: list[str], classes, where: Path) -> tuple[list[str], list
     classes = list(classes)
     unknown = [f for f in found if f not in set(classes)]
     if unknown:
-        return classes, [f"{len(unknown)} class folder(s) under {where} (e.g. '{unknown[0]}') are not among "
-                         f"the head's {len(classes)} classes (e.g. '{classes[0]}'): pass the classes the linear "
-                         "head was trained on, or remove the stray folders"]
+        return classes, [
+            f"{len(unknown)} class folder(s) under {where} (e.g. '{unknown[0]}') are not among "
+            f"the head's {len(classes)} classes (e.g. '{classes[0]}'): pass the classes the linear "
+            "head was trained on, or remove the stray folders"
+        ]
     return classes, []
 
 
@@ -75,11 +78,22 @@ def scan_class_folders(top: Path, classes, title: str, fix: str, exts=IMG_EXTENS
         return list(classes or []), [], {}, [f"{title} folder {top} does not exist: {fix}"]
     found = subdirs(top)
     if len(found) == 1 and len(subdirs(top / found[0])) > 1:
-        return list(classes or []), [], {}, [
-            f"{top} holds a single folder '{found[0]}' whose sub-folders look like the classes: "
-            f"point --root at {top / found[0]}"]
+        return (
+            list(classes or []),
+            [],
+            {},
+            [
+                f"{top} holds a single folder '{found[0]}' whose sub-folders look like the classes: "
+                f"point --root at {top / found[0]}"
+            ],
+        )
     if not found:
-        return list(classes or []), [], {}, [f"{title} folder {top} has no class sub-folders: {fix}"]
+        return (
+            list(classes or []),
+            [],
+            {},
+            [f"{title} folder {top} has no class sub-folders: {fix}"],
+        )
     classes, problems = label_space(found, classes, top)
     index = {c: i for i, c in enumerate(classes)}
     samples, counts = [], {}
@@ -89,14 +103,17 @@ def scan_class_folders(top: Path, classes, title: str, fix: str, exts=IMG_EXTENS
         samples += [(str(f), index.get(c, -1)) for f in files]
     empty = [c for c, n in counts.items() if n == 0]
     if empty:
-        problems.append(f"{len(empty)} class folder(s) under {top} (e.g. '{empty[0]}') hold no "
-                        f"{'/'.join(exts)} files: {fix}")
+        problems.append(
+            f"{len(empty)} class folder(s) under {top} (e.g. '{empty[0]}') hold no "
+            f"{'/'.join(exts)} files: {fix}"
+        )
     return classes, samples, counts, problems
 
 
 @dataclass
 class Inventory:
     """What a scan found (name → printable value) and what is wrong with it, one line each."""
+
     title: str
     root: Path
     found: dict = field(default_factory=dict)
@@ -106,7 +123,7 @@ class Inventory:
         out = [f"{self.title} at {self.root}"] + [f"  {k}: {v}" for k, v in self.found.items()]
         return out + [f"  problem: {p}" for p in self.problems]
 
-    def require(self) -> "Inventory":
+    def require(self) -> Inventory:
         if self.problems:
             more = len(self.problems) - 1
             tail = f" ({more} more problem(s): `harness data check` lists them)" if more else ""
@@ -125,6 +142,7 @@ class Reader(Dataset):
     Subclasses implement `scan(root, classes, **where) -> (Inventory, classes, samples)` for
     what one Dataset reads, and may widen `inventory` to a whole suite (ImageNet-C, -P).
     """
+
     title = "dataset"
 
     def __init__(self, root, *, classes=None, transform=None, **where):
@@ -158,6 +176,7 @@ class Reader(Dataset):
 
 class FolderReader(Reader):
     """An ImageFolder-shaped tree at `folder(root, **where)`: `<class>/<file>`."""
+
     fix = FIXTURES
     exts = IMG_EXTENSIONS
 
@@ -168,9 +187,14 @@ class FolderReader(Reader):
     @classmethod
     def scan(cls, root: Path, classes=None, **where):
         top = cls.folder(root, **where)
-        classes, samples, counts, problems = scan_class_folders(top, classes, cls.title, cls.fix, cls.exts)
-        found = {"class folders": f"{len(counts)} ({short(counts)})", "label space": f"{len(classes)} classes",
-                 "images": len(samples)}
+        classes, samples, counts, problems = scan_class_folders(
+            top, classes, cls.title, cls.fix, cls.exts
+        )
+        found = {
+            "class folders": f"{len(counts)} ({short(counts)})",
+            "label space": f"{len(classes)} classes",
+            "images": len(samples),
+        }
         return Inventory(cls.title, top, found, problems), classes, samples
 
 
@@ -197,10 +221,14 @@ def scan_sets(reader: type[FolderReader], root: Path, sets: list[dict], deep: bo
     return counts, problems
 
 
-def missing_sets(title: str, root: Path, names: list[str], n_missing: int, total: int, fix: str) -> list[str]:
+def missing_sets(
+    title: str, root: Path, names: list[str], n_missing: int, total: int, fix: str
+) -> list[str]:
     """The one-line refusal for an incomplete suite: an average over fewer sets is a different number."""
     if not names:
         return []
     if len(names) == 1:
         return [f"{title}: missing {names[0]} under {root}: {fix}"]
-    return [f"{title}: missing {n_missing} of the {total} sets under {root} ({short(names)}): {fix}"]
+    return [
+        f"{title}: missing {n_missing} of the {total} sets under {root} ({short(names)}): {fix}"
+    ]

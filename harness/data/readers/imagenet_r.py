@@ -4,13 +4,21 @@ Labels are indices into the head's full label space, and predictions are restric
 classes present: the official evaluation keeps only the 200 masked logit columns, so a model is
 never wrong for choosing one of the 800 classes ImageNet-R cannot contain.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from harness.data.readers.base import FIXTURES, FolderReader, imagenet_r_wnids, imagenet_wnids, short, subdirs
+from harness.data.readers.base import (
+    FIXTURES,
+    FolderReader,
+    imagenet_r_wnids,
+    imagenet_wnids,
+    short,
+    subdirs,
+)
 
 
 def class_mask(classes, present) -> torch.Tensor:
@@ -48,8 +56,9 @@ class ImageNetR(FolderReader):
         if list(classes) == list(imagenet_wnids()) and present != set(imagenet_r_wnids()):
             missing = sorted(set(imagenet_r_wnids()) - present)
             extra = sorted(present - set(imagenet_r_wnids()))
-            inv.problems.append(f"{cls.title} folder {root} does not hold exactly the 200 ImageNet-R classes "
-                                f"(missing: {short(missing) or 'none'}; not ImageNet-R: {short(extra) or 'none'}): "
-                                "re-extract imagenet-r.tar")
+            inv.problems.append(
+                f"{cls.title} folder {root} does not hold exactly the 200 ImageNet-R classes "
+                f"(missing: {short(missing) or 'none'}; not ImageNet-R: {short(extra) or 'none'}): "
+                "re-extract imagenet-r.tar"
+            )
         return inv, classes, samples
-

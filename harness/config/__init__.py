@@ -1,0 +1,18 @@
+"""Configs: presets, resolving a method name into one hashed run config, the objects it
+builds, and where its data lives."""
+
+from harness.config.build import build_method, load_trained
+from harness.config.paths import data_root, dataset_root, ensure_data
+from harness.config.resolve import config_hash, resolve, run_id, with_runtime
+
+__all__ = [
+    "build_method",
+    "config_hash",
+    "data_root",
+    "dataset_root",
+    "ensure_data",
+    "load_trained",
+    "resolve",
+    "run_id",
+    "with_runtime",
+]

@@ -1,0 +1,183 @@
+"""SSL augmentations that record what they sampled.
+
+AugSelf and EquiMod learn from the augmentation parameters, and STL applies one sampled
+transformation to two images, so a view is built in two steps: ``sample`` draws every
+parameter (in the order, and from the same torch RNG calls, as the equivalent torchvision
+``Compose`` — a test checks the images are identical), ``apply`` renders them. Parameters
+are a flat float vector with the named layout ``PARAMS``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
+from torchvision.transforms import transforms as T
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+BICUBIC, BILINEAR = InterpolationMode.BICUBIC, InterpolationMode.BILINEAR
+RATIO = (3 / 4, 4 / 3)
+JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue of the base methods
+
+PARAMS = (
+    "top",
+    "left",
+    "height",
+    "width",
+    "img_h",
+    "img_w",
+    "flip",
+    "jitter",
+    "order0",
+    "order1",
+    "order2",
+    "order3",
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",
+    "gray",
+    "blur",
+    "sigma",
+    "solarize",
+)
+IDX = {n: i for i, n in enumerate(PARAMS)}
+# Identity values where an operation was not applied (EquiMod's convention).
+_IDENTITY = {
+    "order0": 0,
+    "order1": 1,
+    "order2": 2,
+    "order3": 3,
+    "brightness": 1.0,
+    "contrast": 1.0,
+    "saturation": 1.0,
+}
+
+
+def blur_kernel(size: int) -> tuple[int, float]:
+    """The specs' kernel (23 px) and σ range are for 224 px crops; scale both with the crop."""
+    return max(3, int(round(size * 0.1)) // 2 * 2 + 1), size / 224
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """RandomResizedCrop → flip → jitter (p) → grayscale → blur (p) → solarize (p) → tensor."""
+
+    size: int
+    scale: tuple[float, float]
+    interpolation: InterpolationMode = BILINEAR
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_p: float = 0.5
+    solarize_p: float = 0.0
+    jitter: tuple = JITTER
+
+    def sample_geometric(self, img, p: dict) -> dict:
+        i, j, h, w = T.RandomResizedCrop.get_params(img, list(self.scale), list(RATIO))
+        _, H, W = F.get_dimensions(img)
+        p.update(top=i, left=j, height=h, width=w, img_h=H, img_w=W)
+        p["flip"] = float(torch.rand(1) < 0.5)
+        return p
+
+    def sample_photometric(self, p: dict) -> dict:
+        p["jitter"] = float(not self.jitter_p < torch.rand(1))
+        if p["jitter"]:
+            b, c, s, h = self.jitter
+            order, *factors = T.ColorJitter.get_params(
+                [1 - b, 1 + b], [1 - c, 1 + c], [1 - s, 1 + s], [-h, h]
+            )
+            p.update({f"order{k}": int(o) for k, o in enumerate(order)})
+            p.update(zip(("brightness", "contrast", "saturation", "hue"), map(float, factors)))
+        p["gray"] = float(torch.rand(1) < self.gray_p)
+        p["blur"] = float(not self.blur_p < torch.rand(1))
+        if p["blur"]:
+            lo, hi = (0.1 * blur_kernel(self.size)[1], 2.0 * blur_kernel(self.size)[1])
+            p["sigma"] = T.GaussianBlur.get_params(lo, hi)
+        p["solarize"] = float(torch.rand(1).item() < self.solarize_p)
+        return p
+
+    def sample(self, img) -> torch.Tensor:
+        return encode(self.sample_photometric(self.sample_geometric(img, {})))
+
+    def resample_per_image(self, params: torch.Tensor) -> torch.Tensor:
+        """Keep crop, jitter and grayscale; draw flip, blur and solarize anew (STL's split)."""
+        p = decode(params)
+        p["flip"] = float(torch.rand(1) < 0.5)
+        p["blur"] = float(not self.blur_p < torch.rand(1))
+        p["sigma"] = 0.0
+        if p["blur"]:
+            f = blur_kernel(self.size)[1]
+            p["sigma"] = T.GaussianBlur.get_params(0.1 * f, 2.0 * f)
+        p["solarize"] = float(torch.rand(1).item() < self.solarize_p)
+        return encode(p)
+
+    def crop(self, img, params: torch.Tensor):
+        """The geometric part only; crop boxes in relative coordinates fit any image size."""
+        p = decode(params)
+        _, H, W = F.get_dimensions(img)
+        sy, sx = H / p["img_h"], W / p["img_w"]
+        i, j = round(p["top"] * sy), round(p["left"] * sx)
+        h, w = max(1, round(p["height"] * sy)), max(1, round(p["width"] * sx))
+        img = F.resized_crop(
+            img, i, j, h, w, [self.size, self.size], self.interpolation, antialias=True
+        )
+        return F.hflip(img) if p["flip"] else img
+
+    def photometric(self, img, params: torch.Tensor) -> torch.Tensor:
+        p = decode(params)
+        if p["jitter"]:
+            ops = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
+            names = ("brightness", "contrast", "saturation", "hue")
+            for k in range(4):
+                o = int(p[f"order{k}"])
+                img = ops[o](img, p[names[o]])
+        if p["gray"]:
+            img = F.rgb_to_grayscale(img, num_output_channels=3)
+        if p["blur"]:
+            k = blur_kernel(self.size)[0]
+            img = F.gaussian_blur(img, [k, k], [p["sigma"], p["sigma"]])
+        if p["solarize"]:
+            img = F.solarize(img, 128)
+        return F.normalize(F.to_tensor(img), MEAN, STD)
+
+    def apply(self, img, params: torch.Tensor) -> torch.Tensor:
+        return self.photometric(self.crop(img, params), params)
+
+    def torchvision(self) -> T.Compose:
+        """The same distribution as plain torchvision transforms (the reference in tests)."""
+        k, f = blur_kernel(self.size)
+        return T.Compose(
+            [
+                T.RandomResizedCrop(self.size, scale=self.scale, interpolation=self.interpolation),
+                T.RandomHorizontalFlip(),
+                T.RandomApply([T.ColorJitter(*self.jitter)], p=self.jitter_p),
+                T.RandomGrayscale(p=self.gray_p),
+                T.RandomApply([T.GaussianBlur(k, sigma=(0.1 * f, 2.0 * f))], p=self.blur_p),
+                T.RandomSolarize(128, p=self.solarize_p),
+                T.ToTensor(),
+                T.Normalize(MEAN, STD),
+            ]
+        )
+
+
+def encode(p: dict) -> torch.Tensor:
+    return torch.tensor([float(p.get(n, _IDENTITY.get(n, 0.0))) for n in PARAMS])
+
+
+def decode(v: torch.Tensor) -> dict:
+    return {n: float(x) for n, x in zip(PARAMS, v.tolist())}
+
+
+def clean(size: int, interpolation: InterpolationMode = BICUBIC) -> T.Compose:
+    """The un-augmented view: Resize(256/224 · size) + CenterCrop(size), as EquiMod's x0."""
+    return T.Compose(
+        [
+            T.Resize(int(math.floor(size * 256 / 224)), interpolation=interpolation),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(MEAN, STD),
+        ]
+    )

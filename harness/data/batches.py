@@ -1,0 +1,91 @@
+"""Training batches: a method's view policy, and item i = this rank's share of global step i,
+a pure function of (seed, step, rank) so a resumed run sees the batches an uninterrupted one
+would."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch.utils.data import Dataset
+
+from harness.data.views import Augmentations, ViewPolicy, check_requirements
+from harness.parallel import dist
+
+
+def build_policy(method, cfg: dict) -> ViewPolicy:
+    views = cfg.get("views", {})
+    augs = Augmentations(
+        method.augmentation,
+        cfg["model"]["img_size"],
+        cfg["model"]["patch_size"],
+        views.get("crop_min"),
+    )
+    opts: dict = {}
+    for a in method.addons:
+        opts.update(a.view_options())
+    policy = ViewPolicy(
+        views.get("policy", "2view"),
+        augs,
+        opts.get("equiv_pairs"),
+        standardise=bool(opts.get("standardise_params")),
+    )
+    for a in method.addons:
+        check_requirements(cfg["method"], a.requires, policy)
+    return policy
+
+
+def derive_seed(*parts) -> int:
+    """A stable 62-bit seed from ints/strings (Python's hash() is salted per process)."""
+    digest = hashlib.sha1(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+class PretrainBatches(Dataset):
+    """Item i is this rank's share of global step i's batch, built from its own seed."""
+
+    def __init__(self, images: Dataset, policy: ViewPolicy, global_batch: int, seed: int):
+        self.images, self.policy, self.seed = images, policy, seed
+        self.global_batch = global_batch
+        # Fixed here: loader workers must not query torch.distributed themselves.
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.local_batch = global_batch // self.world
+        self.steps_per_epoch = len(images) // global_batch
+        self.n_equiv = policy.n_equiv(self.local_batch)
+        if policy.standardise:
+            probe = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:64]
+            policy.fit_stats([images[int(i)][0].size for i in probe])
+
+    def __getitem__(self, step: int) -> dict:
+        epoch, b = divmod(step, self.steps_per_epoch)
+        order = torch.randperm(
+            len(self.images),
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch)),
+        )
+        start = b * self.global_batch + self.rank * self.local_batch
+        idx = order[start : start + self.local_batch].tolist()
+        images = [self.images[i][0] for i in idx]
+        elements = None
+        if self.n_equiv:
+            # Same generator on every rank: gathered token grids must have equal shapes.
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "group", step))
+            lo, hi = self.rank * self.n_equiv, (self.rank + 1) * self.n_equiv
+            elements = [
+                (ga[lo:hi], gb[lo:hi])
+                for ga, gb in self.policy.sample_elements(gen, self.n_equiv * self.world)
+            ]
+        return self.policy(images, derive_seed(self.seed, "views", step, self.rank), elements)
+
+    def __len__(self) -> int:
+        return 1 << 62
+
+
+def to_device(obj, device):
+    """Every tensor of a batch (nested in dicts, lists and tuples) onto ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj

@@ -1,0 +1,232 @@
+"""View policies: how a list of images becomes a training batch.
+
+A policy fixes how many views there are and what rides along with them:
+
+* ``2view``     — each base method's own two views (spec/methods.md);
+* ``paired``    — 2 views, images 2i and 2i+1 share each view's crop and colour draw, so they
+                  undergo the same view-1→view-2 transformation (STL);
+* ``3view``     — 2 views + the un-augmented image (EquiMod's x0);
+* ``multicrop`` — 2 global + 4 local crops, local ones for the online encoder only (the
+                  paper's "2+4"); SER's pairs are one global and two local pairs;
+* ``rot4``      — 2 views + one small crop in all four 90° rotations (E-SSL; "2+4" in Table 1).
+
+Every policy records each global view's augmentation parameters (``harness.data.augment``).
+SER's B2 images (the last ``n_equiv`` of a rank's batch) get, per pair of views, one shared
+base crop, two photometric draws and a group element each (spec/ser.md §3–4). A batch is
+a pure function of its seed, so a resumed run sees exactly the batches an uninterrupted
+one would.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from harness.data.augment import BICUBIC, BILINEAR, Pipeline, clean, encode
+from harness.errors import HarnessError
+from harness.model import group
+
+# (crop scale, interpolation, blur p per view, solarize p per view)
+SSL_AUGS = {
+    "moco_v3": ((0.08, 1.0), BILINEAR, (1.0, 0.1), (0.0, 0.2)),
+    # SER's DINO runs use no local crops; DINO then advises global scale (0.14, 1).
+    "dino": ((0.14, 1.0), BICUBIC, (1.0, 0.1), (0.0, 0.2)),
+    "barlow_twins": ((0.08, 1.0), BICUBIC, (1.0, 0.1), (0.0, 0.2)),
+}
+LOCAL_SCALE = (0.05, 0.4)  # DINO's local crops: 96 px, blur 0.5, no solarize
+ROTATED_SCALE = (0.05, 0.14)  # E-SSL's rotation crop: 96 px, bilinear, blur 0.1
+
+POLICIES = {
+    "2view": dict(provides=(), n_local=0, label="2"),
+    "paired": dict(provides=("paired_transforms",), n_local=0, label="2"),
+    "3view": dict(provides=("clean_view",), n_local=0, label="3"),
+    "rot4": dict(provides=("rotated_crops",), n_local=0, label="2+4"),
+    "multicrop": dict(provides=("local_views",), n_local=4, label="2+4"),
+}
+ALWAYS = ("two_views", "aug_params")
+
+
+def small_size(img_size: int, patch: int) -> int:
+    """96 px at 224, as a whole number (≥ 2) of patches at other scales."""
+    return max(2, round(img_size * 96 / 224 / patch)) * patch
+
+
+@dataclass
+class Augmentations:
+    """The pipelines of one base method at one image size."""
+
+    name: str
+    size: int
+    patch: int
+    crop_min: float | None = None  # presets below 224 px raise the minimum global crop
+    globals: tuple = field(init=False)
+    local: Pipeline = field(init=False)
+    rotated: Pipeline = field(init=False)
+    clean: object = field(init=False)
+
+    def __post_init__(self):
+        if self.name not in SSL_AUGS:
+            raise HarnessError(f"no SSL augmentation '{self.name}'; known: {', '.join(SSL_AUGS)}")
+        scale, interp, blur_p, sol_p = SSL_AUGS[self.name]
+        if self.crop_min is not None:
+            scale = (max(scale[0], self.crop_min), scale[1])
+        self.globals = tuple(
+            Pipeline(self.size, scale, interp, blur_p=blur_p[v], solarize_p=sol_p[v])
+            for v in range(2)
+        )
+        small = small_size(self.size, self.patch)
+        self.local = Pipeline(small, LOCAL_SCALE, interp, blur_p=0.5)
+        self.rotated = Pipeline(small, ROTATED_SCALE, BILINEAR, blur_p=0.1)
+        self.clean = clean(self.size, interp)
+
+
+@dataclass
+class ViewPolicy:
+    name: str
+    augs: Augmentations
+    equiv: dict | None = None  # SER's {"ratio", "policy", "scale", "aspect"}
+    standardise: bool = False  # emit standardised parameter vectors (EquiMod)
+    stats: tuple | None = None  # (mean, std) of the parameter vectors, from fit_stats
+
+    def __post_init__(self):
+        if self.name not in POLICIES:
+            raise HarnessError(
+                f"unknown view policy '{self.name}'; choose one of: {', '.join(POLICIES)}"
+            )
+
+    @property
+    def provides(self) -> set[str]:
+        return {*ALWAYS, *POLICIES[self.name]["provides"]} | (
+            {"equiv_pairs"} if self.equiv else set()
+        )
+
+    @property
+    def n_local(self) -> int:
+        return POLICIES[self.name]["n_local"]
+
+    @property
+    def equiv_views(self) -> list[tuple[int, int]]:
+        """Pairs of views that SER relates by a group element: one global, then local pairs."""
+        return [(0, 1)] + [(2 + 2 * i, 3 + 2 * i) for i in range(self.n_local // 2)]
+
+    def n_equiv(self, local_batch: int) -> int:
+        if not self.equiv:
+            return 0
+        n = round(self.equiv["ratio"] * local_batch)
+        if n < 2:
+            raise HarnessError(
+                f"SER's equivariance subset has {n} image(s) per rank (r={self.equiv['ratio']}, "
+                f"batch {local_batch}); it needs ≥ 2: raise r with '+ser@r0.1' or the batch size"
+            )
+        return n
+
+    def sample_elements(self, gen: torch.Generator, n: int) -> list[tuple[list, list]]:
+        """Group elements (g_a, g_b) for each pair of ``equiv_views``, ``n`` images each."""
+        sampler = group.POLICIES[self.equiv["policy"]]
+        out = []
+        for a, _ in self.equiv_views:
+            size = self.augs.size if a < 2 else self.augs.local.size
+            grid = (size // self.augs.patch,) * 2
+            out.append(sampler(gen, n, grid, self.equiv["scale"], self.equiv["aspect"]))
+        return out
+
+    def fit_stats(self, sizes: list[tuple[int, int]], n: int = 4096) -> None:
+        """Mean and std of the parameter vectors on this dataset's image sizes (EquiMod
+        standardises with dataset constants; these are them, for any dataset)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            pick = random.Random(0)
+            draws = []
+            for i in range(n):
+                w, h = pick.choice(sizes)
+                draws.append(self.augs.globals[i % 2].sample(torch.empty(3, h, w)))
+        p = torch.stack(draws)
+        self.stats = (p.mean(0), p.std(0).clamp_min(1e-6))
+
+    def __call__(self, images: list, seed: int, elements=None) -> dict:
+        """One rank's batch; ``elements`` = per ``equiv_views`` pair, (g_a, g_b) lists."""
+        n2 = len(elements[0][0]) if elements else 0
+        b1, b2 = images[: len(images) - n2], images[len(images) - n2 :]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            views, params = [], []
+            for pipe in self.augs.globals:
+                p = self._global_params(pipe, b1)
+                views.append([torch.stack([pipe.apply(im, q) for im, q in zip(b1, p)])])
+                params.append(torch.stack(p))
+            pipe = self.augs.local
+            for _ in range(self.n_local):
+                views.append([torch.stack([pipe.apply(im, pipe.sample(im)) for im in b1])])
+            batch = {"views": views, "n_global": 2, "params": params}
+            if self.standardise and self.stats is not None:
+                mean, std = self.stats
+                batch["params_z"] = [(p - mean) / std for p in params]
+            if self.name == "3view":
+                batch["clean"] = torch.stack([self.augs.clean(im) for im in b1])
+            if self.name == "rot4":
+                pipe = self.augs.rotated
+                crops = torch.stack([pipe.apply(im, pipe.sample(im)) for im in b1])
+                # Label k ⇔ torch.rot90(crop, k): every crop in all four rotations.
+                batch["rotated"] = torch.cat(
+                    [torch.rot90(crops, k, dims=(-2, -1)) for k in range(4)]
+                )
+                batch["rot_labels"] = torch.arange(4).repeat_interleave(len(b1))
+            if n2:
+                batch["equiv"] = {"chunk": 1, "pairs": self._equiv_pairs(views, b2, elements)}
+        return batch
+
+    def _global_params(self, pipe: Pipeline, images: list) -> list[torch.Tensor]:
+        if self.name != "paired":
+            return [pipe.sample(im) for im in images]
+        if len(images) % 2:
+            raise HarnessError(
+                f"view policy 'paired' (STL) pairs images 2i and 2i+1, but a "
+                f"rank's batch has {len(images)} of them: use an even batch per rank"
+            )
+        out = []
+        for im in images[::2]:
+            p = pipe.sample(im)
+            out += [p, pipe.resample_per_image(p)]
+        return out
+
+    def _equiv_pairs(self, views: list, b2: list, elements) -> list:
+        pairs = []
+        for (a, b), (g_a, g_b) in zip(self.equiv_views, elements):
+            pipes = self.augs.globals if a < 2 else (self.augs.local, self.augs.local)
+            bases = [pipes[0].crop(im, encode(pipes[0].sample_geometric(im, {}))) for im in b2]
+            for v, pipe, g in ((a, pipes[0], g_a), (b, pipes[1], g_b)):
+                x = torch.stack(
+                    [pipe.photometric(im, encode(pipe.sample_photometric({}))) for im in bases]
+                )
+                views[v].append(group.act_each(x, g, unit=self.augs.patch))
+            pairs.append((a, b, g_a, g_b))
+        return pairs
+
+
+def choose(requires, explicit: str | None = None) -> str:
+    """The view policy for a method: the one named, or the first that supplies everything."""
+    need = set(requires) - set(ALWAYS) - {"equiv_pairs"}
+    if explicit:
+        return explicit
+    for name, p in POLICIES.items():
+        if need <= set(p["provides"]):
+            return name
+    raise HarnessError(
+        f"no view policy provides all of {sorted(need)}: these add-ons cannot be combined"
+    )
+
+
+def check_requirements(method_name: str, requires, policy: ViewPolicy) -> None:
+    missing = set(requires) - policy.provides
+    if not missing:
+        return
+    fits = [n for n in POLICIES if missing - {"equiv_pairs"} <= set(POLICIES[n]["provides"])]
+    base = method_name.split("+")[0].split("@")[0]
+    rest = method_name[len(method_name.split("+")[0]) :]
+    hint = f": use '@{fits[0]}' ({base}@{fits[0]}{rest})" if fits else ""
+    raise HarnessError(
+        f"method '{method_name}' needs view inputs {sorted(missing)} that view "
+        f"policy '{policy.name}' does not provide{hint}"
+    )

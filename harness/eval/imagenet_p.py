@@ -1,0 +1,43 @@
+"""ImageNet-P with the run's ImageNet head: frame accuracy, flip probability, top-5 distance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from harness.data import ImageFolderDataset
+from harness.data.readers import PERTURBATIONS, ImageNetP
+from harness.eval.features import eval_backbone
+from harness.eval.imagenet_head import imagenet_head
+from harness.eval.robustness import imagenet_p_metrics
+from harness.eval.transforms import eval_transform
+
+
+def _head_and_backbone(run_dir, data_root, cfg, quiet):
+    head = imagenet_head(run_dir, data_root, cfg, quiet)
+    backbone, device = eval_backbone(run_dir)
+    return head, backbone, device, ImageFolderDataset(data_root, "train").classes
+
+
+def imagenet_p(run_dir: Path, data_root: Path, cfg: dict, root: Path, quiet: bool = False) -> dict:
+    """Per perturbation: top-1/top-5 over all frames, flip probability and top-5 distance as
+    the official code computes them (§3.3–3.4); "avg/…" over the 14 perturbations."""
+    lc = cfg["linear"]
+    tf = eval_transform(cfg["model"]["img_size"], lc["resize"])
+    head, backbone, device, classes = _head_and_backbone(run_dir, data_root, cfg, quiet)
+    sets = ImageNetP.suite(root, PERTURBATIONS, classes=classes, transform=tf)
+    out: dict = {}
+    for p, reader in sets.items():
+        logits, labels = [], []
+        for frames, y in reader:
+            with torch.no_grad():
+                logits.append(
+                    head(backbone.features(frames.to(device), n_last=lc["n_last"]).float().cpu())
+                )
+            labels.append(y)
+        m = imagenet_p_metrics(torch.stack(logits), torch.tensor(labels), p)
+        out.update({f"{p}/{k}": v for k, v in m.items()})
+    for k in ("top1", "top5", "flip_prob", "top5_dist"):
+        out[f"avg/{k}"] = sum(out[f"{p}/{k}"] for p in sets) / len(sets)
+    return out

@@ -1,0 +1,69 @@
+"""t-SNE of frozen features (Figures 4 and 5): up to 20 random classes of a set, final
+[CLS] features, scikit-learn's TSNE. Returns the 2-D points (a figure's data, not a score)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Subset
+
+from harness.data import ImageFolderDataset
+from harness.data.readers import ImageNetC
+from harness.eval.features import eval_backbone, extract, linear_settings
+from harness.eval.transforms import eval_transform
+
+DEFAULTS = {
+    "n_classes": 20,
+    "per_class": 50,
+    "perplexity": 30.0,
+    "corruption": "defocus_blur",
+    "severity": 3,
+}
+
+
+def _pick(dataset, n_classes: int, per_class: int, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of ``per_class`` images from each of ``n_classes`` random classes."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.tensor([y for _, y in dataset.samples])
+    present = labels.unique()
+    chosen = present[torch.randperm(len(present), generator=g)[:n_classes]].sort().values
+    idx = [
+        i for c in chosen.tolist() for i in (labels == c).nonzero().flatten()[:per_class].tolist()
+    ]
+    return idx, chosen.tolist()
+
+
+def run_tsne(
+    run_dir: Path, data_root: Path, cfg: dict, dataset_root: Path | None = None, quiet: bool = False
+) -> dict:
+    """Evaluator: 2-D t-SNE of the final [CLS] of ``n_classes`` × ``per_class`` ImageNet val
+    images, or of ImageNet-C (one corruption, one severity) when ``dataset_root`` is given."""
+    from sklearn.manifold import TSNE
+
+    opts = {**DEFAULTS, **cfg.get("tsne", {})}
+    lc = linear_settings(cfg)
+    tf = eval_transform(cfg["model"]["img_size"], lc["resize"])
+    if dataset_root is not None:
+        classes = ImageFolderDataset(data_root, "train").classes
+        ds = ImageNetC(
+            dataset_root, opts["corruption"], opts["severity"], classes=classes, transform=tf
+        )
+    else:
+        ds = ImageFolderDataset(data_root, "val", transform=tf)
+    idx, chosen = _pick(ds, opts["n_classes"], opts["per_class"], cfg["seed"])
+    backbone, device = eval_backbone(run_dir)
+    x, y = extract(backbone, Subset(ds, idx), 1, lc["batch_size"], device, "t-SNE features", quiet)
+    perplexity = min(opts["perplexity"], (len(x) - 1) / 3)
+    pts = TSNE(2, perplexity=perplexity, init="pca", random_state=cfg["seed"]).fit_transform(
+        x.numpy()
+    )
+    return {
+        "points": pts.round(4).tolist(),
+        "labels": y.tolist(),
+        "classes": chosen,
+        "n_points": len(y),
+        "set": "imagenet"
+        if dataset_root is None
+        else f"imagenet_c/{opts['corruption']}/{opts['severity']}",
+    }

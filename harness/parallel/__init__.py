@@ -1,0 +1,1 @@
+"""Several processes as one: reductions that keep gradients, global-batch BatchNorm."""

@@ -1,0 +1,68 @@
+"""Results → rendered tables: read the JSONs a table's jobs wrote, hand them to ``report``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+import tables
+from harness.config import presets
+from harness.errors import HarnessError
+from harness.report.tables import render_table
+from harness.run import jobs
+
+
+def table_results(spec, preset: str, results_dir: Path) -> pd.DataFrame:
+    rows = []
+    for rec in jobs.load_results(jobs.plan(spec, preset, results_dir)):
+        for metric, value in rec["metrics"].items():
+            # "fog/top1" from the imagenet_c job is column (imagenet_c/fog, top1).
+            sub, _, name = metric.rpartition("/")
+            rows.append(
+                {
+                    "method": rec["method"],
+                    "dataset": f"{rec['dataset']}/{sub}" if sub else rec["dataset"],
+                    "metric": name,
+                    "value": value,
+                }
+            )
+    return pd.DataFrame(rows, columns=["method", "dataset", "metric", "value"])
+
+
+def report(
+    names, preset, results_dir: Path, out: Path | None, check_tex=False, rows=lambda spec: spec
+) -> list[Path]:
+    written = []
+    for name in names or tables.available():
+        spec = rows(tables.load(name))
+        for p in [preset] if preset else list(presets.PRESETS):
+            ctx = {
+                "preset": p,
+                "scale": presets.get(p)["scale"],
+                "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            }
+            if isinstance(spec, tables.FigureSpec):
+                from harness.report.figures import render_figure
+
+                records = jobs.load_results(jobs.plan(spec, p, results_dir))
+                if records:
+                    written += render_figure(spec, records, out or results_dir / "report" / p, ctx)
+                continue
+            df = table_results(spec, p, results_dir)
+            if df.empty:
+                continue
+            paths = render_table(spec, df, out or results_dir / "report" / p, ctx)
+            if check_tex:
+                from harness.report.tables import compile_check
+
+                compile_check(paths["tex"])
+            written += list(paths.values())
+    if not written:
+        which = f"at preset {preset}" if preset else "at any preset"
+        raise HarnessError(
+            f"no results for {', '.join(names or tables.available())} {which} in "
+            f"{results_dir}: run `harness run TABLE --preset PRESET` first"
+        )
+    return written

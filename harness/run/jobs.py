@@ -1,0 +1,144 @@
+"""Table spec → jobs: *what* runs (where it runs is ``harness.run.launch``'s business).
+
+One pretraining job per table row and one evaluation job per (row, evaluation, dataset),
+each keyed by the hash of its resolved config, each writing one JSON. A job whose result
+file exists is done and is never submitted again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness import config as C
+from harness.config import presets
+from harness.errors import HarnessError
+from harness.io import read_json, write_json
+
+
+@dataclass
+class Job:
+    kind: str  # "pretrain" | "eval"
+    cfg: dict  # resolved run config (+ runtime)
+    run_dir: str
+    result: str  # the JSON this job writes when it succeeds
+    evaluation: str | None = None
+    dataset: str | None = None
+    deps: list = field(default_factory=list)  # results this job needs first
+
+    @property
+    def name(self) -> str:
+        rid = C.run_id(self.cfg)
+        return rid if self.kind == "pretrain" else f"{rid}:{self.evaluation}-{self.dataset}"
+
+    def done(self) -> bool:
+        return Path(self.result).exists()
+
+
+def eval_config(cfg: dict, evaluation: str) -> dict:
+    return {"evaluation": evaluation, **presets.get(cfg["preset"])[evaluation]}
+
+
+def eval_result_path(run_dir: Path, cfg: dict, evaluation: str, dataset: str) -> Path:
+    h = hashlib.sha1(json.dumps(eval_config(cfg, evaluation), sort_keys=True).encode()).hexdigest()[
+        :8
+    ]
+    return Path(run_dir) / "eval" / f"{evaluation}-{dataset}-{h}.json"
+
+
+def plan(
+    spec,
+    preset: str,
+    results_dir: Path,
+    seed: int = 0,
+    runtime: dict | None = None,
+    only: str | None = None,
+) -> list[Job]:
+    results_dir = Path(results_dir).resolve()
+    jobs: list[Job] = []
+    for method in spec.rows:
+        cfg = C.with_runtime(C.resolve(method, preset, seed), **(runtime or {}))
+        run_dir = results_dir / "runs" / C.run_id(cfg)
+        pre = Job("pretrain", cfg, str(run_dir), str(run_dir / "pretrain.json"))
+        jobs.append(pre)
+        if only == "pretrain":
+            continue
+        for evaluation, dataset in spec.evaluations:
+            res = eval_result_path(run_dir, cfg, evaluation, dataset)
+            jobs.append(
+                Job("eval", cfg, str(run_dir), str(res), evaluation, dataset, deps=[pre.result])
+            )
+    return jobs
+
+
+def execute(job: Job) -> dict:
+    """Run one job where it lands (this process, a subprocess, a Slurm node)."""
+    from harness.eval.registry import evaluator
+    from harness.train import pretrain
+
+    cfg, rt = job.cfg, job.cfg.get("runtime", {})
+    results_dir = Path(rt["results_dir"])
+    root = C.data_root(cfg, results_dir, rt.get("data_root"))
+    C.ensure_data(cfg, root)
+    if rt.get("threads"):
+        # Jobs side by side must not each spin a thread per core.
+        import torch
+
+        torch.set_num_threads(rt["threads"])
+    if job.kind == "pretrain":
+        return pretrain(cfg, Path(job.run_dir), root)
+    for dep in job.deps:
+        if not Path(dep).exists():
+            raise HarnessError(
+                f"{job.name} needs {dep}, which does not exist: run the "
+                f"pretraining job first (harness run … --only pretrain)"
+            )
+    t0 = time.time()
+    full_cfg = {**cfg, **{job.evaluation: presets.get(cfg["preset"])[job.evaluation]}}
+    dataset_root = None
+    if job.dataset != "imagenet":
+        dataset_root = C.dataset_root(cfg, results_dir, job.dataset, rt.get("data_root"))
+    metrics = evaluator(job.evaluation, job.dataset)(
+        Path(job.run_dir), root, full_cfg, dataset_root, rt.get("quiet", False)
+    )
+    record = {
+        "run_id": C.run_id(cfg),
+        "config_hash": C.config_hash(cfg),
+        "method": cfg["method"],
+        "preset": cfg["preset"],
+        "scale": presets.get(cfg["preset"])["scale"],
+        "evaluation": job.evaluation,
+        "dataset": job.dataset,
+        "metrics": metrics,
+        "eval_config": eval_config(cfg, job.evaluation),
+        "seconds": time.time() - t0,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if rt.get("wandb"):
+        # Before the result file: once that exists the job is done and never runs again.
+        from harness.train.tracking import log_eval
+
+        log_eval(cfg, Path(job.run_dir), record)
+    write_json(Path(job.result), record)
+    return record
+
+
+def load_results(jobs: list[Job]) -> list[dict]:
+    return [read_json(j.result) for j in jobs if j.kind == "eval" and j.done()]
+
+
+def default_runtime(cluster: str, results_dir: Path, data_root: str | None, **extra) -> dict:
+    rt = {
+        "results_dir": str(Path(results_dir).resolve()),
+        "quiet": cluster != "debug",
+        "data_root": data_root,
+    }
+    if cluster == "local":
+        # Jobs run side by side; one thread each keeps the machine from oversubscribing.
+        rt["threads"] = 1
+    rt.update({k: v for k, v in extra.items() if v is not None})
+    return rt

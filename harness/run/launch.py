@@ -1,0 +1,233 @@
+"""Where jobs run: submit what is missing in dependency order, follow it to the end.
+
+``debug`` runs each job in this process; ``local`` starts submitit subprocesses, no more at
+once than the cores allow; ``slurm`` submits through submitit, evaluations held by ``afterok``
+on their pretraining job. Every submission is recorded (``harness.run.records``), so a re-issued
+``harness run`` attaches to what is still queued or running instead of submitting it again,
+and ``harness status`` can tell what happened. A failed job is submitted again up to
+``retries`` times, unless it failed on a HarnessError (bad input: a retry cannot help).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from harness import config as C
+from harness.errors import HarnessError
+from harness.run import records
+from harness.run.jobs import Job, execute
+
+DEFAULT_RETRIES = 1
+
+
+class Runner:
+    """What submitit pickles and calls: one job. On USR2 (preemption, or the time limit
+    coming) submitit calls ``checkpoint`` and requeues what it returns; pretraining has by
+    then saved its step (``harness.train.preempt``), so the requeued run resumes exactly."""
+
+    def __init__(self, max_preemptions: int = 20, requeues: int = 0):
+        self.max_preemptions, self.requeues = max_preemptions, requeues
+
+    def __call__(self, job: Job) -> dict:
+        return execute(job)
+
+    def checkpoint(self, job: Job):
+        import submitit
+
+        if self.requeues >= self.max_preemptions:
+            return None  # submitit then ends the job as failed, and the graph may retry it
+        return submitit.helpers.DelayedSubmission(
+            Runner(self.max_preemptions, self.requeues + 1), job
+        )
+
+
+def _executor(cluster: str, folder: Path, profile: dict | None, job: Job):
+    import submitit
+
+    if cluster == "local":
+        ex = submitit.LocalExecutor(folder=str(folder), python=sys.executable)
+        ex.update_parameters(timeout_min=(profile or {}).get("time_min") or 24 * 60)
+        return ex
+    from harness.run.profiles import executor_kwargs, job_shape, submitit_parameters
+
+    shape = job_shape(profile, job.kind)
+    ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm", **executor_kwargs(shape))
+    ex.update_parameters(name=job.name, **submitit_parameters(shape))
+    return ex
+
+
+def _preflight(todo: list[Job], cluster: str, results_dir: Path) -> None:
+    """Everything that can be wrong before queueing: the cluster, the datasets. Generated
+    datasets are written once here rather than raced for by concurrent jobs."""
+    if cluster == "slurm":
+        from harness.run.profiles import ensure_slurm_reachable
+
+        ensure_slurm_reachable()
+    from harness.data import check_imagefolder
+
+    roots = {
+        C.data_root(j.cfg, results_dir, j.cfg["runtime"].get("data_root")): j.cfg for j in todo
+    }
+    for root, cfg in roots.items():
+        C.ensure_data(cfg, root)
+        for split in ("train", "val"):
+            check_imagefolder(root, split)
+    for j in todo:
+        if j.kind == "eval" and j.dataset != "imagenet":
+            C.dataset_root(j.cfg, results_dir, j.dataset, j.cfg["runtime"].get("data_root"))
+
+
+def local_slots(jobs: list[Job]) -> int:
+    threads = max([j.cfg["runtime"].get("threads") or 1 for j in jobs] or [1])
+    return max(1, (os.cpu_count() or 1) // threads)
+
+
+def run(
+    jobs: list[Job],
+    cluster: str,
+    results_dir: Path,
+    profile: dict | None = None,
+    log=print,
+    wait: bool = True,
+    timeout_s: float | None = None,
+    retries: int | None = None,
+    parallel: int | None = None,
+) -> dict:
+    """Submit what is missing, in dependency order; return counts."""
+    results_dir = Path(results_dir)
+    todo = [j for j in jobs if not j.done()]
+    skipped = len(jobs) - len(todo)
+    if not todo:
+        log(f"nothing to submit: all {len(jobs)} results exist in {results_dir}")
+        return {"submitted": 0, "attached": 0, "skipped": skipped, "failed": 0}
+    _preflight(todo, cluster, results_dir)
+    log(f"{len(todo)} job(s) to run, {skipped} already done ({cluster})")
+    if retries is None:
+        retries = (profile or {}).get("retries", DEFAULT_RETRIES)
+    if cluster == "debug":
+        return _run_here(todo, skipped, log)
+    return Graph(
+        todo,
+        cluster,
+        results_dir,
+        profile,
+        log,
+        retries,
+        parallel or (local_slots(todo) if cluster == "local" else None),
+    ).follow(wait, timeout_s, skipped)
+
+
+def _run_here(todo: list[Job], skipped: int, log) -> dict:
+    failed = 0
+    for j in todo:
+        if all(Path(d).exists() for d in j.deps):
+            log(f"running {j.name}")
+            execute(j)
+        else:
+            failed += 1
+    return {"submitted": len(todo), "attached": 0, "skipped": skipped, "failed": failed}
+
+
+class Graph:
+    """The jobs of one ``harness run`` and where each stands: waiting, live, done or failed."""
+
+    def __init__(self, todo, cluster, results_dir, profile, log, retries, parallel):
+        self.todo, self.cluster, self.results_dir = todo, cluster, results_dir
+        self.profile, self.log, self.retries, self.parallel = profile, log, retries, parallel
+        self.live: dict[str, records.Handle] = {}  # result path -> queued / running job
+        self.failed: list[str] = []
+        self.submissions = 0
+        for j in todo:
+            h = records.attach(results_dir, j, cluster)
+            if h:
+                self.live[j.result] = h
+                self.log(
+                    f"{j.name} is already {'queued or running' if cluster == 'slurm' else 'running'} "
+                    f"as job {h.job_id}: not submitted again"
+                )
+        self.attached = len(self.live)
+        self.waiting = [j for j in todo if j.result not in self.live]
+
+    def follow(self, wait: bool, timeout_s: float | None, skipped: int) -> dict:
+        t0 = time.time()
+        while self.waiting or self.live:
+            self._submit_ready()
+            self._collect()
+            if not wait:
+                break
+            if timeout_s and time.time() - t0 > timeout_s:
+                raise HarnessError(
+                    f"jobs still running after {timeout_s:.0f} s: see `harness status` "
+                    f"and re-run the same command to continue"
+                )
+            if self.waiting or self.live:
+                time.sleep(0.5 if self.cluster == "local" else 2.0)
+        return {
+            "submitted": self.submissions,
+            "attached": self.attached,
+            "skipped": skipped,
+            "failed": len(self.failed),
+        }
+
+    def _submit_ready(self) -> None:
+        for j in list(self.waiting):
+            if any(d in self.failed for d in j.deps):
+                self.waiting.remove(j)
+                self.failed.append(j.result)
+                self.log(f"skipped {j.name}: its pretraining failed")
+                continue
+            # Locally a job starts once its inputs exist; Slurm holds it with afterok.
+            inputs_missing = not all(Path(d).exists() for d in j.deps)
+            if inputs_missing and (
+                self.cluster == "local" or not all(d in self.live for d in j.deps)
+            ):
+                continue
+            if self.parallel and len(self.live) >= self.parallel:
+                return
+            self._submit(j)
+
+    def _submit(self, j: Job) -> None:
+        ex = _executor(self.cluster, self.results_dir / "logs" / "%j", self.profile, j)
+        after = [self.live[d].job_id for d in j.deps if d in self.live]
+        if self.cluster == "slurm" and after:
+            ex.update_parameters(
+                slurm_additional_parameters={
+                    "dependency": "afterok:" + ":".join(after),
+                    "kill_on_invalid_dep": "yes",
+                }
+            )
+        s = ex.submit(Runner((self.profile or {}).get("max_preemptions", 20)), j)
+        self.live[j.result] = records.started(
+            self.results_dir, j, s.job_id, s.paths.stderr, self.cluster, s
+        )
+        self.waiting.remove(j)
+        self.submissions += 1
+        self.log(f"submitted {j.name} as job {s.job_id}")
+
+    def _collect(self) -> None:
+        for res, h in list(self.live.items()):
+            if not h.finished():
+                continue
+            del self.live[res]
+            j = next(j for j in self.todo if j.result == res)
+            if Path(res).exists():
+                continue
+            if any(not Path(d).exists() for d in j.deps):
+                # Cancelled by Slurm because its dependency failed: not an attempt of its own.
+                self.waiting.append(j)
+                continue
+            failure = records.failure(h)
+            tried = records.attempts(self.results_dir, j)
+            if failure.retry and tried <= self.retries:
+                self.log(
+                    f"job {h.job_id} ({j.name}) failed: {failure.summary}; "
+                    f"retry {tried}/{self.retries}"
+                )
+                self.waiting.append(j)
+                continue
+            self.failed.append(res)
+            records.mark_failed(self.results_dir, j, failure.summary)
+            self.log(f"FAILED {j.name}: {failure.summary} (full log: {h.stderr})")

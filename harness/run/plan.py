@@ -1,0 +1,132 @@
+"""``harness plan``: a table's jobs and what they will cost, before anything is submitted.
+
+Pretraining time is (training FLOPs per image, counted on the meta device) × images seen,
+divided by the GPUs' peak rate × a stated utilisation — or, when given, a measured step time.
+An evaluation is priced in backbone passes over its dataset (forward, or forward + backward
+where it trains the backbone), using the sizes of the real datasets (spec/evals.md).
+These are estimates for budgeting, with their basis printed beside them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness import config as C
+from harness.errors import HarnessError
+from harness.run.profiles import job_shape
+
+# Images in each real dataset (spec/evals.md); ImageNet-P: 10 000 sequences of 31 frames per
+# perturbation is an assumption (the released count is not verified), 14 perturbations.
+IMAGES = {
+    "imagenet_train": 1_281_167,
+    "imagenet": 50_000,
+    "imagenet_v2": 10_000,
+    "imagenet_sketch": 50_889,
+    "imagenet_r": 30_000,
+    "imagenet_c": 19 * 5 * 50_000,
+    "imagenet_p": 14 * 10_000 * 31,
+    "3diebench": 2_623_600,
+}
+# Backbone passes per evaluation, as (passes over ImageNet train, passes over the evaluated
+# set, backward too?) at the paper's recipes (harness/evaluators/*).
+PASSES = {
+    "linear": (50, 1, False),
+    "knn": (1, 1, False),
+    "mlp": (1, 1, False),
+    "finetune": (300, 1, True),
+    "equivariance": (0, 0.04, False),
+    "transform_probe": (0, 0.5, False),
+    "tsne": (0, 0.02, False),
+}
+
+
+@cache
+def forward_flops(preset: str) -> float:
+    """Forward FLOPs of the backbone on one image (meta device: no data, no compute)."""
+    cfg = C.resolve("moco_v3", preset)
+    with torch.device("meta"):
+        bb = C.build_method(cfg).backbone
+    s = cfg["model"]["img_size"]
+    with FlopCounterMode(display=False) as fc:
+        bb(torch.empty(1, 3, s, s, device="meta"), taps=set())
+    return fc.get_total_flops()
+
+
+def _gpus(shape: dict) -> int:
+    per_node = shape.get("gpus_per_node") or 0
+    return max(1, (shape.get("nodes") or 1) * per_node)
+
+
+def estimate(jobs, preset: str, profile: dict, step_time: float | None = None) -> list[dict]:
+    from harness.tools.flops import step_flops
+
+    tflops = profile.get("gpu_tflops")
+    if not tflops and not step_time:
+        raise HarnessError(
+            "the profile has no gpu_tflops (peak dense bf16 TFLOP/s of one GPU, e.g. "
+            "312 for an A100, 989 for an H100): add it, or pass --step-time SECONDS"
+        )
+    util = profile.get("utilization") or 0.4
+    rate = (tflops or 0) * 1e12 * util  # FLOP/s reached by one GPU
+    rows = []
+    for j in jobs:
+        shape = job_shape(profile, j.kind)
+        gpus = _gpus(shape)
+        if j.kind == "pretrain":
+            tr = j.cfg["train"]
+            n_train = (
+                IMAGES["imagenet_train"]
+                if j.cfg["data"]["dataset"] == "imagenet"
+                else j.cfg["data"]["n_classes"] * j.cfg["data"]["train_per_class"]
+            )
+            steps = (n_train // tr["batch_size"]) * tr["epochs"]
+            if tr.get("max_steps"):
+                steps = min(steps, tr["max_steps"])
+            if step_time:
+                hours, basis = steps * step_time / 3600, f"{steps} steps × {step_time:g} s"
+            else:
+                per_gpu = max(1, tr["batch_size"] // gpus)
+                flops = step_flops(j.cfg["method"], preset, per_gpu) * tr["batch_size"] * steps
+                hours = flops / (rate * gpus) / 3600
+                basis = f"{flops / 1e18:.1f} EFLOP at {util:.0%} of {tflops:g} TFLOP/s"
+        else:
+            train_passes, set_passes, backward = PASSES[j.evaluation]
+            if j.evaluation == "linear" and j.dataset != "imagenet":
+                train_passes = 0  # read with the ImageNet head; 3DIEBench's probe is on features
+            images = train_passes * IMAGES["imagenet_train"] + set_passes * IMAGES.get(
+                j.dataset, 50_000
+            )
+            flops = forward_flops(preset) * images * (3 if backward else 1)
+            hours = flops / (rate * gpus) / 3600 if rate else float("nan")
+            basis = f"{images / 1e6:.1f}M backbone {'fwd+bwd' if backward else 'forward'} passes"
+        rows.append(
+            {
+                "job": j.name,
+                "kind": j.kind,
+                "gpus": gpus,
+                "hours": hours,
+                "gpu_hours": hours * gpus,
+                "basis": basis,
+            }
+        )
+    return rows
+
+
+def render(rows: list[dict], header: str) -> str:
+    w = max(len(r["job"]) for r in rows)
+    out = [header, f"{'job':<{w}}  {'kind':<8} {'GPUs':>4} {'hours':>8} {'GPU-h':>9}  basis"]
+    for r in rows:
+        out.append(
+            f"{r['job']:<{w}}  {r['kind']:<8} {r['gpus']:>4} {r['hours']:>8.1f} "
+            f"{r['gpu_hours']:>9.1f}  {r['basis']}"
+        )
+    pre = sum(r["gpu_hours"] for r in rows if r["kind"] == "pretrain")
+    ev = sum(r["gpu_hours"] for r in rows if r["kind"] == "eval")
+    out.append(
+        f"total: {len(rows)} jobs, {pre + ev:,.0f} GPU-hours "
+        f"({pre:,.0f} pretraining, {ev:,.0f} evaluation)"
+    )
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""Instruments that need no data: the gradient audit, FLOPs and parameter counts."""

@@ -1,0 +1,237 @@
+"""Pretraining: one loop, top to bottom. Where it runs (process, subprocess, Slurm) is
+``harness.run.jobs``'s business; this file only trains one resolved config in one directory.
+
+Resume is exact: the checkpoint holds model, optimiser, step and RNG states, and batches
+are a pure function of (seed, epoch, step, rank), so N steps straight and N/2 + resume
+give the same weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from harness.config import build_method, run_id
+from harness.data import ImageFolderDataset
+from harness.data.batches import PretrainBatches, build_policy, to_device
+from harness.errors import HarnessError
+from harness.io import save_torch, write_json
+from harness.parallel import dist
+from harness.parallel.global_bn import global_batchnorm
+from harness.schedule import Progress, cosine
+from harness.train import tracking
+from harness.train.preempt import Preemption, quiet_worker
+
+
+def lr_at(recipe: dict, it: int, total: int, its_per_epoch: int, global_batch: int) -> float:
+    peak = recipe["base_lr"] * (global_batch / 256 if recipe.get("lr_batch_scaling") else 1)
+    floor = recipe.get("min_lr", 0.0) or recipe.get("min_lr_frac", 0.0) * peak
+    warm = min(int(recipe.get("warmup_epochs", 0) * its_per_epoch), total)
+    if it < warm:
+        return peak * it / warm
+    return cosine(peak, floor, (it - warm) / max(1, total - warm))
+
+
+def _rng_states() -> list[dict]:
+    """Every rank's RNG streams (stochastic depth draws differ per rank), in rank order."""
+    s = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
+    if not dist.is_dist():
+        return [s]
+    out = [None] * dist.world_size()
+    torch.distributed.all_gather_object(out, s)
+    return out
+
+
+def _set_rng_state(states: list[dict] | dict) -> None:
+    # A run resumed on another number of ranks keeps the data order but not the RNG streams.
+    s = states if isinstance(states, dict) else states[dist.rank() % len(states)]
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if "cuda" in s and torch.cuda.is_available():
+        cuda = s["cuda"]
+        torch.cuda.set_rng_state(
+            cuda if isinstance(cuda, torch.Tensor) else cuda[torch.cuda.current_device()]
+        )
+
+
+def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = None) -> dict:
+    """Train ``cfg`` in ``run_dir`` (resuming from its checkpoint); ``stop_at`` ends early."""
+    rt = cfg.get("runtime", {})
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rt.get("threads"):
+        torch.set_num_threads(rt["threads"])
+    dist.init_from_env()
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
+    lead = dist.rank() == 0  # only rank 0 writes files
+    torch.manual_seed(cfg["seed"])
+    random.seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+
+    method = build_method(cfg).to(device)
+    # The specs' BatchNorms use global-batch statistics (SyncBatchNorm on CUDA, ours on CPU).
+    method = global_batchnorm(method, device)
+    policy = build_policy(method, cfg)
+    tr = cfg["train"]
+    images = ImageFolderDataset(data_root, "train")
+    batches = PretrainBatches(images, policy, tr["batch_size"], cfg["seed"])
+    spe = batches.steps_per_epoch
+    if spe == 0:
+        raise HarnessError(
+            f"{data_root}/train has {len(images)} images, fewer than one batch of "
+            f"{tr['batch_size']}: use a smaller preset or a larger dataset"
+        )
+    total = spe * tr["epochs"]
+    if tr.get("max_steps"):
+        total = min(total, tr["max_steps"])
+
+    groups = method.param_groups()
+    opt = torch.optim.AdamW([dict(g) for g in groups], lr=0.0)
+    ckpt_path = run_dir / "checkpoint.pt"
+    start = 0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        method.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        _set_rng_state(ck["rng"])
+        start = ck["step"]
+    log_path = run_dir / "log.jsonl"
+    if lead:
+        _trim_log(log_path, start)
+
+    tracker = tracking.start(cfg, run_dir, "pretrain")  # None without --wandb, off rank 0
+    loader = DataLoader(
+        batches,
+        batch_size=None,
+        sampler=range(start, total),
+        num_workers=rt.get("num_workers", 0),
+        generator=torch.Generator().manual_seed(0),  # keep global RNG untouched
+        worker_init_fn=quiet_worker,
+        persistent_workers=False,
+    )
+    amp = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    ckpt_every = rt.get("ckpt_every") or max(1, total // 4)
+    end = total if stop_at is None else min(stop_at, total)
+    bar = tqdm(
+        total=total,
+        initial=start,
+        desc=run_id(cfg),
+        disable=rt.get("quiet", False) or not lead,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
+    if start and lead:
+        _event(run_dir, "resumed", start)
+    t0, it = time.time(), start
+    with open(log_path if lead else os.devnull, "a") as log, Preemption() as warning:
+        for it, batch in zip(range(start, end), loader):
+            progress = Progress(it, total, spe)
+            lr = lr_at(cfg["recipe"], it, total, spe, tr["batch_size"])
+            for g, spec in zip(opt.param_groups, groups):
+                g["lr"] = lr * spec["lr_scale"]
+                g["weight_decay"] = method.weight_decay(progress, spec)
+            method.train()
+            method.before_step(progress)
+            batch = to_device(batch, device)
+            with torch.autocast(**amp) if amp else contextlib.nullcontext():
+                terms = method.training_step(batch, progress)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise HarnessError(
+                    f"loss became {loss.item()} at step {it}: lower the lr "
+                    f"(recipe base_lr={cfg['recipe']['base_lr']}) or check the data"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            dist.average_gradients(method.trainable_parameters())
+            method.clip_gradients(progress)
+            opt.step()
+            method.after_step(progress)
+            row = {
+                "step": it + 1,
+                "lr": lr,
+                "loss": loss.item(),
+                **{k: v.item() for k, v in terms.items()},
+                "img_per_s": (it + 1 - start) * tr["batch_size"] / (time.time() - t0),
+                "total_steps": total,
+                "time": time.time(),
+            }
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            if tracker:
+                tracker.log(
+                    {k: v for k, v in row.items() if k not in ("step", "time", "total_steps")},
+                    step=it + 1,
+                )
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            # Warned of preemption or the time limit: save this step, then requeue.
+            stop = it + 1 < end and warning.requested()
+            if (it + 1) % ckpt_every == 0 or it + 1 == end or stop:
+                rng = _rng_states()  # every rank takes part; rank 0 writes
+                if lead:
+                    save_torch(
+                        ckpt_path,
+                        {
+                            "step": it + 1,
+                            "model": method.state_dict(),
+                            "optimizer": opt.state_dict(),
+                            "rng": rng,
+                            "config": cfg,
+                        },
+                    )
+            if stop:
+                if lead:
+                    _event(run_dir, "preempted", it + 1, signal=warning.signum)
+                bar.close()
+                warning.hand_over()
+    bar.close()
+    if tracker:
+        tracker.finish()
+    done = end == total
+    summary = {
+        "run_id": run_id(cfg),
+        "steps": end,
+        "total_steps": total,
+        "finished": done,
+        "seconds": time.time() - t0,
+        "method": cfg["method"],
+        "preset": cfg["preset"],
+    }
+    if done and lead:
+        write_json(run_dir / "pretrain.json", summary)
+    return summary
+
+
+def _event(run_dir: Path, what: str, step: int, **extra) -> None:
+    """Requeue history of a run (``harness status`` counts it): one line per event."""
+    with open(run_dir / "events.jsonl", "a") as f:
+        f.write(json.dumps({"event": what, "step": step, "time": time.time(), **extra}) + "\n")
+
+
+def _trim_log(path: Path, start: int) -> None:
+    """Drop log lines past the checkpoint a resumed run restarts from."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
+    path.write_text("".join(ln + "\n" for ln in keep))
