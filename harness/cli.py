@@ -1,4 +1,8 @@
-"""``harness``: run tables, report them, and inspect methods. ``harness COMMAND --help``."""
+"""``harness``: run tables, report them, and inspect methods. ``harness COMMAND --help``.
+
+Every command that resolves a config (run, plan, status, report, audit, flops, params, config)
+takes trailing ``key=value`` overrides of it: ``harness run table2 train.epochs=300
+linear.epochs=90 runtime.num_workers=10``; ``harness config METHOD`` lists every key."""
 
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ def cmd_run(a) -> int:
         wandb=a.wandb or None,
         threads=(profile or {}).get("cpus_per_task"),
     )
-    plan = jobs.plan(spec, a.preset, a.results, a.seed, rt, only=a.only)
+    rt = _runtime(rt, profile if a.cluster == "slurm" else None, a)
+    plan = jobs.plan(spec, a.preset, a.results, a.seed, rt, only=a.only, overrides=a.overrides)
     summary = launch.run(
         plan,
         a.cluster,
@@ -44,6 +49,20 @@ def cmd_run(a) -> int:
     return 1 if summary["failed"] else 0
 
 
+def _runtime(rt: dict, profile: dict | None, a) -> dict:
+    """The jobs' runtime settings: the cluster's defaults, then a Slurm profile's ``runtime:``
+    (where loader workers are sized), then the command line (its flags, its ``runtime.*``)."""
+    from harness import config as C
+
+    if profile:
+        rt = {**rt, **profile.get("runtime", {})}
+        if a.data_root:
+            rt["data_root"] = a.data_root
+        if a.wandb:
+            rt["wandb"] = True
+    return C.runtime_settings(rt, a.overrides)
+
+
 def _planned(a):
     import tables
     from harness.run import jobs
@@ -52,7 +71,7 @@ def _planned(a):
     out = []
     for name in names:
         spec = _with_rows(tables.load(name), getattr(a, "methods", None))
-        out.append((name, jobs.plan(spec, a.preset, a.results, a.seed)))
+        out.append((name, jobs.plan(spec, a.preset, a.results, a.seed, overrides=a.overrides)))
     return out
 
 
@@ -64,6 +83,11 @@ def cmd_status(a) -> int:
             rows = [status.job_status(Path(a.results), j) for j in plan]
             print(status.render(rows, f"{name} @ {a.preset}") + "\n")
         return 0
+    if a.overrides:
+        raise HarnessError(
+            f"{' '.join(a.overrides)}: overrides select runs of a TABLE "
+            f"(harness status TABLE --preset P key=value …)"
+        )
     recorded = status.recorded(Path(a.results))
     if not recorded:
         raise HarnessError(
@@ -124,6 +148,7 @@ def cmd_report(a) -> int:
         Path(a.out) if a.out else None,
         check_tex=a.check_tex,
         rows=lambda spec: _with_rows(spec, a.methods),
+        overrides=a.overrides,
     )
     for p in written:
         print(p)
@@ -137,7 +162,8 @@ def cmd_audit(a) -> int:
     from harness.tools.audit import audit
 
     try:
-        r = audit(a.method, a.preset, a.seed)  # under torchrun: every rank, one global batch
+        # Under torchrun: every rank, one global batch.
+        r = audit(a.method, a.preset, a.seed, a.overrides)
         lead = dist.rank() == 0
     finally:
         if torch.distributed.is_initialized():
@@ -157,16 +183,15 @@ def cmd_audit(a) -> int:
 
 
 def cmd_flops(a) -> int:
+    from harness import config as C
     from harness.tools.flops import step_flops
     from methods.registry import parse
 
     batch = a.batch or (256 if a.preset == "paper" else None)
-    from harness.config import presets
-
-    batch = batch or presets.get(a.preset)["train"]["batch_size"]
+    batch = batch or C.resolve(a.method, a.preset, overrides=a.overrides)["train"]["batch_size"]
     base = parse(a.method)[0].name
-    f = step_flops(a.method, a.preset, batch)
-    f0 = step_flops(base, a.preset, batch)
+    f = step_flops(a.method, a.preset, batch, a.overrides)
+    f0 = step_flops(base, a.preset, batch, a.overrides)
     print(
         f"{a.method} @ {a.preset}, {batch} images/step: {f / 1e9:.2f} GFLOPs/image "
         f"(train step, fwd+bwd); {base}: {f0 / 1e9:.2f}; ratio {f / f0:.4f}"
@@ -177,10 +202,20 @@ def cmd_flops(a) -> int:
 def cmd_params(a) -> int:
     from harness.tools.flops import params_millions
 
+    m = params_millions(a.method, a.preset, a.overrides)
+    print(f"{a.method} @ {a.preset}: {m:.2f}M trainable parameters (online model)")
+    return 0
+
+
+def cmd_config(a) -> int:
+    from harness import config as C
+
+    cfg = C.resolve(a.method, a.preset, a.seed, overrides=a.overrides)
     print(
-        f"{a.method} @ {a.preset}: {params_millions(a.method, a.preset):.2f}M trainable "
-        f"parameters (online model)"
+        f"# {C.run_id(cfg)}: every key below may be overridden as key=value (except method, "
+        f"base, preset, addons);\n# runtime and the evaluation sections do not enter the run's hash"
     )
+    print(C.to_yaml(cfg), end="")
     return 0
 
 
@@ -275,7 +310,7 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="local cluster: jobs at once (default: cores / threads per job)",
     )
-    r.set_defaults(fn=cmd_run)
+    r.set_defaults(fn=cmd_run, takes_overrides=True)
 
     r = sub.add_parser(
         "status", help="each job's state, progress, time left; why failed ones failed"
@@ -289,7 +324,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default=DEFAULT_RESULTS)
     r.add_argument("--methods", help="comma-separated rows instead of the table's own")
     r.add_argument("--seed", type=int, default=0)
-    r.set_defaults(fn=cmd_status)
+    r.set_defaults(fn=cmd_status, takes_overrides=True)
 
     r = sub.add_parser("plan", help="list a table's jobs and estimate GPU-hours; submits nothing")
     r.add_argument("tables", nargs="+")
@@ -309,7 +344,7 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="fraction of peak FLOP/s reached (default: the profile's, else 0.4)",
     )
-    r.set_defaults(fn=cmd_plan)
+    r.set_defaults(fn=cmd_plan, takes_overrides=True)
 
     r = sub.add_parser("report", help="render tables from the results present")
     r.add_argument("tables", nargs="*")
@@ -318,7 +353,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default: RESULTS/report/PRESET)")
     r.add_argument("--check-tex", action="store_true", help="compile each .tex with pdflatex")
     r.add_argument("--methods", help="comma-separated rows instead of the table's own")
-    r.set_defaults(fn=cmd_report)
+    r.set_defaults(fn=cmd_report, takes_overrides=True)
 
     for name, fn, default_preset, help_ in (
         ("audit", cmd_audit, "tiny", "per-term gradient norms on each parameter group"),
@@ -333,10 +368,27 @@ def parser() -> argparse.ArgumentParser:
             r.add_argument("--seed", type=int, default=0)
         if name == "flops":
             r.add_argument("--batch", type=int, help="images per GPU (paper: 256)")
-        r.set_defaults(fn=fn)
+        r.set_defaults(fn=fn, takes_overrides=True)
+
+    r = sub.add_parser(
+        "config",
+        help="print a method's resolved config as YAML: every key a key=value override may set",
+    )
+    r.add_argument("method")
+    r.add_argument("--preset", default="tiny")
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(fn=cmd_config, takes_overrides=True)
 
     r = sub.add_parser("methods", help="list registered methods and add-ons")
     r.set_defaults(fn=cmd_methods)
+
+    for r in sub.choices.values():
+        if r.get_default("takes_overrides"):
+            r.usage = f"{r.format_usage().split(': ', 1)[1].rstrip()} [KEY=VALUE ...]"
+            r.epilog = (
+                "KEY=VALUE arguments override the resolved config (train.batch_size=1024 "
+                "linear.epochs=90 runtime.num_workers=10); harness config METHOD lists every key"
+            )
 
     d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("synth", help="write the synthetic ImageFolder set")
@@ -369,8 +421,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """Options and positionals as argparse reads them, plus ``overrides``: the ``key=value``
+    arguments of the commands that resolve a config, wherever they stand after the command."""
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if getattr(args, "takes_overrides", False):
+        if isinstance(getattr(args, "tables", None), list):  # TABLE… and key=value… interleave
+            extra = [t for t in args.tables if "=" in t] + extra
+            args.tables = [t for t in args.tables if "=" not in t]
+            if not args.tables and args.cmd == "plan":
+                p.error("plan: the following arguments are required: tables")
+        # Anything else not an option is a malformed override: resolve names it in one line.
+        args.overrides = [x for x in extra if not x.startswith("-")]
+        extra = [x for x in extra if x.startswith("-")]
+    if extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         if args.plugin:
             from methods.registry import PLUGIN_ENV, load_plugins

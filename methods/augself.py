@@ -58,6 +58,7 @@ class AugSelf(AddOn):
     description = "AugSelf: predict crop and colour-jitter differences between the two views"
     modifier_help = "@layerK @lambdaL (both weights) @depthN (head layers, default 3)"
     requires = ("aug_params",)
+    hidden_width = 512  # the heads' hidden width at paper scale (AugSelf's 512)
 
     def __init__(
         self, base_name: str, layer: int | None = None, lam: float | None = None, depth: int = 3
@@ -75,8 +76,8 @@ class AugSelf(AddOn):
             return {"lam": float(m.group(2))}
         return super().parse_modifier(token)
 
-    def attach(self, method, dims):
-        d, h = method.backbone.width, dims["augself_hidden"]
+    def attach(self, method):
+        d, h = method.backbone.width, self.width(self.hidden_width)
         self.heads = nn.ModuleDict(
             {k: bn_mlp(2 * d, (h,) * (self.depth - 1), 4, last_bias=True) for k in TARGETS}
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from harness.data.augment import BICUBIC
+from harness.data.views import SSLAugmentation
 from methods.base import Method
 from methods.heads import barlow_projector
 from methods.losses import barlow_twins
@@ -11,7 +13,9 @@ from methods.registry import register_base
 @register_base("barlow_twins")
 class BarlowTwins(Method):
     description = "Barlow Twins: cross-correlation of two views towards the identity"
-    augmentation = "barlow_twins"
+    augmentation = SSLAugmentation((0.08, 1.0), BICUBIC, (1.0, 0.1), (0.0, 0.2))
+    # Projector widths at paper scale (the official 8192-8192-8192).
+    projector_widths = (8192, 8192, 8192)
     has_target = False
     recipe = {
         "base_lr": 1e-4,
@@ -24,8 +28,9 @@ class BarlowTwins(Method):
         "lambd": 0.0051,
     }
 
-    def build_heads(self, dims):
-        self.projector = barlow_projector(self.backbone.width, tuple(dims["bt_widths"]))
+    def build_heads(self):
+        widths = tuple(self.width(w) for w in self.projector_widths)
+        self.projector = barlow_projector(self.backbone.width, widths)
 
     def invariance_loss(self, online, target, progress):
         # The two global views; with local crops, also each local against each global.

@@ -1,7 +1,9 @@
 """The base classes: a ``Method`` owns the networks and one training step; an ``AddOn``
 changes the backbone layout, asks the views for extra inputs and adds loss terms.
 
-A base method (MoCo-v3, DINO, Barlow Twins) overrides a few hooks: ``build_heads``,
+A base method (MoCo-v3, DINO, Barlow Twins) is one class: its ``augmentation``, its paper
+``recipe``, its head widths at paper scale (class attributes, built through ``self.width``,
+which applies the preset's ``width_factor``) and a few hooks: ``build_heads``,
 ``build_target``, ``invariance_loss`` and, where it has them, ``before_step`` /
 ``after_step`` / ``clip_gradients``. The training loop in ``harness.train`` only calls
 ``training_step``, ``before_step``, ``after_step``, ``clip_gradients``, ``param_groups``.
@@ -16,12 +18,19 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 
+from harness.data.views import SSLAugmentation
 from harness.errors import HarnessError
 from harness.model.backbone import Backbone, BackboneConfig
 from harness.schedule import Progress
 
 # Extra inputs a view policy may add beside the SSL views; encoded by the online backbone.
 EXTRA_INPUTS = ("clean", "rotated")
+MIN_WIDTH = 16  # no head narrower than this, however small the preset
+
+
+def scaled_width(paper_width: int, width_factor: float) -> int:
+    """A head width at a preset's scale: the paper's width × ``width_factor``, at least 16."""
+    return max(MIN_WIDTH, round(paper_width * width_factor))
 
 
 @dataclass
@@ -42,15 +51,23 @@ class AddOn(nn.Module):
     """
 
     name = "addon"
+    # Bump when what the add-on computes changes: runs keyed by the old value are not reused.
+    version = 1
     description = ""
     modifier_help = "@layerK"
     # What the views must provide; the view policy is checked against it.
     requires: tuple[str, ...] = ()
+    # The preset's head-width factor, set by the method before ``attach``.
+    width_factor: float = 1.0
 
     def __init__(self, base_name: str, layer: int | None = None, **opts):
         super().__init__()
         self.base_name = base_name
         self.layer = layer
+
+    def width(self, paper_width: int) -> int:
+        """A head width given at paper scale, at this run's scale."""
+        return scaled_width(paper_width, self.width_factor)
 
     @classmethod
     def parse_modifier(cls, token: str) -> dict | None:
@@ -83,8 +100,9 @@ class AddOn(nn.Module):
         start = sum(enc.sizes[:chunk])
         return enc.cls[start : start + enc.sizes[chunk]]
 
-    def attach(self, method: Method, dims: dict) -> None:
-        """Create the add-on's own heads once the base method's networks exist."""
+    def attach(self, method: Method) -> None:
+        """Create the add-on's own heads once the base method's networks exist (their widths
+        at paper scale through ``self.width``)."""
 
     def view_options(self) -> dict:
         return {}
@@ -102,31 +120,44 @@ class AddOn(nn.Module):
 
 class Method(nn.Module):
     name = "base"
+    # Bump when what the method computes changes: runs keyed by the old value are not reused.
+    version = 1
     description = ""
-    augmentation = "moco_v3"  # the two-view SSL augmentation of harness.data.views
+    # The two-view SSL augmentation (crop scale, interpolation, blur / solarize p per view).
+    augmentation: SSLAugmentation | None = None
     has_target = False  # a momentum / teacher network
     # Paper-scale optimisation recipe; presets override scale-dependent entries.
     recipe: dict = {}
 
     def __init__(
-        self, backbone_cfg: BackboneConfig, dims: dict, recipe: dict, addons: list[AddOn] = ()
+        self,
+        backbone_cfg: BackboneConfig,
+        recipe: dict,
+        addons: list[AddOn] = (),
+        width_factor: float = 1.0,
     ):
         super().__init__()
         self.recipe = dict(recipe)
-        self.dims = dict(dims)
+        self.width_factor = width_factor
         self.addons = nn.ModuleList(addons)
         self.backbone = Backbone(backbone_cfg)
-        self.build_heads(dims)
+        self.build_heads()
         for a in self.addons:
-            a.attach(self, dims)
+            a.width_factor = width_factor
+            a.attach(self)
         self.build_target()
+
+    def width(self, paper_width: int) -> int:
+        """A head width given at paper scale, at this run's scale."""
+        return scaled_width(paper_width, self.width_factor)
 
     # ---- hooks -------------------------------------------------------------------------
     @classmethod
     def backbone_options(cls) -> dict:
         return {}
 
-    def build_heads(self, dims: dict) -> None:
+    def build_heads(self) -> None:
+        """Create the heads, widths at paper scale through ``self.width``."""
         raise NotImplementedError
 
     def build_target(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from harness.data.augment import BICUBIC
+from harness.data.views import SSLAugmentation
 from harness.parallel import dist
 from harness.schedule import cosine
 from methods.base import Method
@@ -15,7 +17,12 @@ from methods.registry import register_base
 @register_base("dino")
 class DINO(Method):
     description = "DINO: self-distillation with a centred, sharpened EMA teacher"
-    augmentation = "dino"
+    # SER's DINO runs use no local crops; DINO then advises global scale (0.14, 1).
+    augmentation = SSLAugmentation((0.14, 1.0), BICUBIC, (1.0, 0.1), (0.0, 0.2))
+    # Head widths at paper scale (DINO's head: 2048 hidden, 256 bottleneck, 65536 prototypes).
+    hidden_width = 2048
+    bottleneck_width = 256
+    out_width = 65536
     has_target = True
     recipe = {
         "base_lr": 1e-4,
@@ -36,15 +43,16 @@ class DINO(Method):
         "drop_path": 0.1,
     }
 
-    def build_heads(self, dims):
+    def build_heads(self):
+        out = self.width(self.out_width)
         self.head = DINOHead(
             self.backbone.width,
-            dims["dino_out"],
-            dims["dino_hidden"],
-            dims["dino_bottleneck"],
+            out,
+            self.width(self.hidden_width),
+            self.width(self.bottleneck_width),
             self.recipe["norm_last_layer"],
         )
-        self.register_buffer("center", torch.zeros(1, dims["dino_out"]))
+        self.register_buffer("center", torch.zeros(1, out))
         self._batch_center = None
 
     def build_target(self):

@@ -32,6 +32,7 @@ class EquiMod(AddOn):
     description = "EquiMod: predict view embeddings from the clean image's and the aug. parameters"
     modifier_help = "@layerK @lambdaL @tauT"
     requires = ("aug_params", "clean_view")
+    out_width = 128  # the projector's output width at paper scale
 
     def __init__(
         self, base_name: str, layer: int | None = None, lam: float = 1.0, tau: float = 0.2
@@ -49,8 +50,8 @@ class EquiMod(AddOn):
     def view_options(self):
         return {"standardise_params": True}
 
-    def attach(self, method, dims):
-        d, e = method.backbone.width, dims["aux_dim"]
+    def attach(self, method):
+        d, e = method.backbone.width, self.width(self.out_width)
         self.projector = moco_mlp(3, d, d, e)  # last BN without affine, as official
         self.embed = nn.Sequential(nn.Linear(len(VECTOR), e, bias=False), nn.BatchNorm1d(e))
         self.predictor = nn.Sequential(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from harness.data.augment import BILINEAR
+from harness.data.views import SSLAugmentation
 from harness.schedule import cosine
 from methods.base import Method
 from methods.heads import moco_mlp
@@ -14,7 +16,11 @@ from methods.registry import register_base
 @register_base("moco_v3")
 class MoCoV3(Method):
     description = "MoCo-v3: query/key ViT, 3-layer projector, predictor, momentum encoder"
-    augmentation = "moco_v3"
+    # BYOL's asymmetric two views: blur p 1.0 / 0.1, solarize p 0.0 / 0.2.
+    augmentation = SSLAugmentation((0.08, 1.0), BILINEAR, (1.0, 0.1), (0.0, 0.2))
+    # Head widths at paper scale (MoCo-v3's ViT code: mlp_dim 4096, dim 256).
+    hidden_width = 4096
+    out_width = 256
     has_target = True
     recipe = {
         "base_lr": 3e-4,
@@ -33,10 +39,10 @@ class MoCoV3(Method):
         # sin-cos; ``sincos_pos_embed`` restores that). Table 1's 42.9M counts it.
         return {"moco_init": True, "frozen_patch_embed": True}
 
-    def build_heads(self, dims):
-        d = self.backbone.width
-        self.projector = moco_mlp(3, d, dims["moco_hidden"], dims["moco_dim"])
-        self.predictor = moco_mlp(2, dims["moco_dim"], dims["moco_hidden"], dims["moco_dim"])
+    def build_heads(self):
+        d, h, e = self.backbone.width, self.width(self.hidden_width), self.width(self.out_width)
+        self.projector = moco_mlp(3, d, h, e)
+        self.predictor = moco_mlp(2, e, h, e)
 
     def build_target(self):
         self.momentum_backbone = self.frozen_copy(self.backbone)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import os
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -21,8 +22,30 @@ BASES: dict[str, type] = {}
 ADDONS: dict[str, type] = {}
 
 
+def _no_dims(cls, hook: str, name: str) -> None:
+    """Head widths are the class's own now: a hook still taking ``dims`` is refused."""
+    params = inspect.signature(getattr(cls, hook)).parameters.values()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in params if p.kind in positional and p.default is p.empty]
+    if len(required) > (2 if hook == "attach" else 1):
+        args = "(self, method)" if hook == "attach" else "(self)"
+        raise HarnessError(
+            f"'{name}': {cls.__name__}.{hook} takes no dims: define it as {hook}{args} and "
+            f"give each head width at paper scale through self.width(n)"
+        )
+
+
 def register_base(name: str):
     def deco(cls):
+        from harness.data.views import SSLAugmentation
+
+        if not isinstance(cls.augmentation, SSLAugmentation):
+            raise HarnessError(
+                f"base method '{name}' sets augmentation = {cls.augmentation!r}: give an "
+                f"SSLAugmentation(scale, interpolation, blur_p, solarize_p) of "
+                f"harness.data.views, e.g. MoCo-v3's (methods/moco_v3.py)"
+            )
+        _no_dims(cls, "build_heads", name)
         cls.name = name
         BASES[name] = cls
         return cls
@@ -32,6 +55,7 @@ def register_base(name: str):
 
 def register_addon(name: str):
     def deco(cls):
+        _no_dims(cls, "attach", name)
         cls.name = name
         ADDONS[name] = cls
         return cls
@@ -118,5 +142,6 @@ def parse(full: str) -> tuple[type, list[tuple[type, dict]]]:
                     f"valid modifiers: {cls.modifier_help}"
                 )
             opts.update(parsed)
+        cls(base, **opts)  # an add-on refuses a base it has no hyper-parameters for
         addons.append((cls, opts))
     return BASES[base], addons

@@ -20,8 +20,9 @@ from methods.heads import TokenProjector
 from methods.losses import token_infonce
 from methods.registry import register_addon
 
-# τ and λ where the paper and the public launch commands disagree (spec/ser.md §5).
-# The paper gives no λ, so its preset takes the public value.
+# τ and λ per base method, where the paper and the public launch commands disagree
+# (spec/ser.md §5). The paper gives no λ, so its preset takes the public value. Another
+# base has none: name both (``simsiam+ser@tau0.2@lambda1``).
 HYPER = {
     "paper": {"moco_v3": (0.3, 1.0), "dino": (0.5, 0.3), "barlow_twins": (0.3, 1.0)},
     "code": {"moco_v3": (0.5, 1.0), "dino": (0.4, 0.3), "barlow_twins": (0.4, 1.0)},
@@ -40,6 +41,10 @@ class SER(AddOn):
     description = "SER: token InfoNCE between ρ_g(f1(x1)) and f1(x2) at layer k, delayed [CLS]"
     modifier_help = "@layerK @clsC @rR @lambdaL @tauT @paper|@code @independent"
     requires = ("equiv_pairs",)
+    # The token projector's widths at paper scale (the public code's 1×1 convs).
+    hidden_width = 512
+    out_width = 512
+    uses_hyper = True  # τ and λ enter its loss
 
     def __init__(
         self,
@@ -55,12 +60,18 @@ class SER(AddOn):
         aspect: tuple = (3 / 4, 4 / 3),
     ):
         super().__init__(base_name, layer)
-        tau0, lam0 = HYPER[hyper].get(base_name, HYPER[hyper]["moco_v3"])
+        tau0, lam0 = HYPER[hyper].get(base_name, (None, None))
+        self.lam = lam0 if lam is None else lam
+        self.tau = tau0 if tau is None else tau
+        if self.uses_hyper and None in (self.tau, self.lam):
+            raise HarnessError(
+                f"{self.name} has no τ/λ for base '{base_name}' (it knows "
+                f"{', '.join(HYPER[hyper])}): name them, e.g. "
+                f"{base_name}+{self.name}@tau0.2@lambda1"
+            )
         self.layer = layer
         self.cls_layer = layer if cls_layer is None else cls_layer
         self.ratio, self.policy, self.hyper = ratio, policy, hyper
-        self.lam = lam0 if lam is None else lam
-        self.tau = tau0 if tau is None else tau
         self.scale, self.aspect = tuple(scale), tuple(aspect)
 
     @classmethod
@@ -91,8 +102,10 @@ class SER(AddOn):
     def taps(self):
         return {self.layer}
 
-    def attach(self, method, dims):
-        self.projector = TokenProjector(method.backbone.width, dims["ser_hidden"], dims["ser_dim"])
+    def attach(self, method):
+        self.projector = TokenProjector(
+            method.backbone.width, self.width(self.hidden_width), self.width(self.out_width)
+        )
 
     def view_options(self):
         return {

@@ -22,11 +22,12 @@ class SERDetached(SER):
 @register_addon("delayed_cls")
 class DelayedCLS(SER):
     description = "SER's delayed [CLS] and B2 geometric views without L_equiv (ablation)"
+    uses_hyper = False  # no loss: any base will do
 
     def taps(self):
         return set()
 
-    def attach(self, method, dims):
+    def attach(self, method):
         pass  # no projector: nothing would train it
 
     def losses(self, method, batch, online, target, progress):

@@ -28,6 +28,9 @@ class STL(AddOn):
     modifier_help = "@layerK @tauT"
     requires = ("paired_transforms",)
     weights = {"equi": 1.0, "trans": 0.1}
+    # Widths at paper scale: transformation representation 128, equivariance projector 512.
+    trans_width = 128
+    hidden_width = 512
 
     def __init__(self, base_name: str, layer: int | None = None, tau: float = 0.2):
         super().__init__(base_name, layer)
@@ -38,9 +41,9 @@ class STL(AddOn):
         m = re.fullmatch(r"tau([0-9.e-]+)", token)
         return {"tau": float(m.group(1))} if m else super().parse_modifier(token)
 
-    def attach(self, method, dims):
-        d, t, h = method.backbone.width, dims["aux_dim"], dims["stl_hidden"]
-        self.width = d
+    def attach(self, method):
+        d, t, h = method.backbone.width, self.width(self.trans_width), self.width(self.hidden_width)
+        self.feature_width = d
         self.trans_encoder = bn_mlp(2 * d, (t,), t)
         self.hypernet = nn.Linear(t, d * d, bias=False)
         self.equi_projector = bn_mlp(d, (h,), t)
@@ -48,7 +51,7 @@ class STL(AddOn):
 
     def transform(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """W(t)·h per sample."""
-        w = self.hypernet(t).view(-1, self.width, self.width)
+        w = self.hypernet(t).view(-1, self.feature_width, self.feature_width)
         return torch.bmm(w, h.unsqueeze(-1)).squeeze(-1)
 
     def losses(self, method, batch, online, target, progress):

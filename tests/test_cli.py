@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def harness(*args, env=None, cwd=None):
     return subprocess.run(
@@ -124,3 +126,100 @@ def test_methods_lists_the_registry():
     assert p.returncode == 0
     for name in ("moco_v3", "dino", "barlow_twins", "ser"):
         assert name in p.stdout
+
+
+# ---- key=value overrides ------------------------------------------------------------------
+
+
+def _main_error(capsys, argv, *needles):
+    from harness.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_override_errors_are_one_line(capsys, tmp_path):
+    run = ["run", "table2", "--preset", "micro", "--cluster", "debug", "--results", str(tmp_path)]
+    _main_error(
+        capsys, [*run, "train.batch_sise=8"], "'train.batch_sise'", "did you mean train.batch_size?"
+    )
+    _main_error(capsys, [*run, "train.batch_size=abc"], "train.batch_size=abc: expected an int")
+    _main_error(capsys, [*run, "runtime.num_workers=x"], "runtime.num_workers=x: expected an int")
+    _main_error(capsys, [*run, "train.batch_size"], "'train.batch_size'", "KEY=VALUE")
+    _main_error(capsys, ["params", "moco_v3", "model.widht=8"], "did you mean model.width?")
+    _main_error(
+        capsys, ["flops", "dino", "--preset", "micro", "heads.width=1"], "heads.width_factor"
+    )
+    _main_error(capsys, ["audit", "dino", "--preset", "micro", "recipe.momentum=x"], "a float")
+    _main_error(capsys, ["config", "dino", "--preset", "micro", "linear.epochs=[1]"], "an int")
+    _main_error(capsys, ["status", "train.epochs=2", "--results", str(tmp_path)], "TABLE")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_overrides_stand_anywhere_after_the_command():
+    from harness.cli import parse_args
+
+    a = parse_args(
+        ["run", "table2", "--preset", "micro", "--cluster", "debug", "train.max_steps=2"]
+        + ["linear.epochs=1"]
+    )
+    assert (a.table, a.preset, a.overrides) == (
+        "table2",
+        "micro",
+        ["train.max_steps=2", "linear.epochs=1"],
+    )
+    a = parse_args(["status", "table2", "train.max_steps=2", "table3", "--preset", "micro"])
+    assert a.tables == ["table2", "table3"] and a.overrides == ["train.max_steps=2"]
+    a = parse_args(["plan", "table2", "--profile", "example", "train.epochs=300"])
+    assert a.tables == ["table2"] and a.overrides == ["train.epochs=300"]
+    assert parse_args(["config", "dino"]).overrides == []
+    for bad in (["run", "table2", "--bogus"], ["methods", "train.epochs=1"]):
+        with pytest.raises(SystemExit) as e:
+            parse_args(bad)
+        assert e.value.code == 2
+
+
+def test_run_hands_overrides_and_runtime_to_the_plan(monkeypatch, tmp_path, capsys):
+    from harness.cli import main
+    from harness.run import jobs, launch
+
+    seen = {}
+
+    def plan(spec, preset, results_dir, seed=0, runtime=None, only=None, overrides=()):
+        seen.update(preset=preset, runtime=runtime, overrides=list(overrides))
+        return []
+
+    monkeypatch.setattr(jobs, "plan", plan)
+    monkeypatch.setattr(launch, "run", lambda *a, **k: {"failed": 0})
+    over = ["train.max_steps=2", "linear.epochs=1", "runtime.ckpt_every=7"]
+    argv = ["run", "table2", "--preset", "micro", "--results", str(tmp_path)]
+    assert main([*argv, "--cluster", "debug", *over]) == 0
+    assert seen["overrides"] == over and seen["preset"] == "micro"
+    assert seen["runtime"]["ckpt_every"] == 7 and seen["runtime"]["num_workers"] is None
+    # On Slurm the profile sizes the loader workers; the command line still wins.
+    assert main([*argv, "--cluster", "slurm", "--profile", "example", *over]) == 0
+    assert seen["runtime"]["num_workers"] == 8 and seen["runtime"]["ckpt_every"] == 7
+    assert main([*argv, "--cluster", "slurm", "--profile", "example", "runtime.num_workers=2"]) == 0
+    assert seen["runtime"]["num_workers"] == 2 and seen["runtime"]["ckpt_every"] == 1000
+    capsys.readouterr()
+
+
+def test_config_prints_the_resolved_config_as_yaml(capsys):
+    import yaml
+
+    from harness import config as C
+    from harness.cli import main
+
+    over = ["linear.epochs=7", "runtime.num_workers=2", "train.max_steps=5"]
+    assert main(["config", "moco_v3+ser", "--preset", "micro", *over]) == 0
+    out = capsys.readouterr().out
+    cfg = yaml.safe_load(out)
+    assert cfg == C.resolve("moco_v3+ser", "micro", overrides=over)
+    assert cfg["linear"]["epochs"] == 7 and cfg["runtime"]["num_workers"] == 2
+    assert {"heads", "views", "runtime", "iebench"} <= set(cfg) and "dims" not in cfg
+    assert C.run_id(cfg) in out.splitlines()[0]

@@ -1,11 +1,23 @@
-"""Configs: presets, resolving a method name into one hashed run config, the objects it
-builds, and where its data lives."""
+"""Configs: presets, resolving a method name (and ``key=value`` overrides) into one hashed run
+config, the objects it builds, and where its data lives."""
 
 from harness.config.build import build_method, load_trained
 from harness.config.paths import data_root, dataset_root, ensure_data
-from harness.config.resolve import config_hash, resolve, run_id, with_runtime
+from harness.config.resolve import (
+    RUNTIME,
+    apply_overrides,
+    config_hash,
+    resolve,
+    run_id,
+    runtime_settings,
+    to_yaml,
+    with_runtime,
+    write_config,
+)
 
 __all__ = [
+    "RUNTIME",
+    "apply_overrides",
     "build_method",
     "config_hash",
     "data_root",
@@ -14,5 +26,8 @@ __all__ = [
     "load_trained",
     "resolve",
     "run_id",
+    "runtime_settings",
+    "to_yaml",
     "with_runtime",
+    "write_config",
 ]

@@ -12,7 +12,8 @@ from methods.registry import parse
 
 
 def build_method(cfg: dict):
-    """The Method of a resolved config (add-ons instantiated with their resolved options)."""
+    """The Method of a resolved config (add-ons instantiated with their resolved options,
+    head widths at the paper's × the preset's ``heads.width_factor``)."""
     base_cls, _ = parse(cfg["method"])
     from methods.registry import ADDONS
 
@@ -20,7 +21,8 @@ def build_method(cfg: dict):
     bcfg = BackboneConfig(**cfg["model"])
     for a in addons:
         bcfg = a.configure_backbone(bcfg)
-    return base_cls(bcfg, cfg["dims"], cfg["recipe"], addons)
+    width_factor = cfg.get("heads", {}).get("width_factor", 1.0)
+    return base_cls(bcfg, cfg["recipe"], addons, width_factor)
 
 
 def load_trained(run_dir: Path, device="cpu"):

@@ -1,24 +1,97 @@
-"""Resolve (method name, preset) into one JSON-able run config, hash it, build from it.
+"""Resolve (method name, preset, ``key=value`` overrides) into one JSON-able run config, hash
+it, build from it.
 
-Everything that changes what a run computes is in the hashed config; where it runs and
-where files live (``runtime``) is not, so moving a results directory or re-running on
-another cluster finds the same results.
+The resolved config has the sections ``method, base, preset, seed, model, heads, recipe,
+addons, train, data, views``, one section per evaluation (``EVALUATIONS``: linear, knn, …)
+and ``runtime``. Everything that changes what a pretraining run computes is hashed; where it
+runs and where files live (``runtime``) is not, so moving a results directory or re-running
+on another cluster finds the same results, and evaluation sections are not either: each
+evaluation job hashes the sections it reads (``harness.run.jobs``), so ``linear.epochs=90``
+re-runs the linear probe of the same pretrained run.
+
+Overrides address the resolved config by dotted path (``train.batch_size=1024``,
+``recipe.base_lr=1.5e-4``, ``linear.epochs=90``, ``runtime.num_workers=10``); values are
+parsed as YAML by OmegaConf and checked against the type of the value they replace. An
+unknown key, a value of the wrong type or a malformed argument is one ``HarnessError`` line.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from harness.config import presets
-from harness.data.views import choose
+from harness.config.evaluations import EVALUATIONS
+from harness.data.views import choose, require_policy
+from harness.errors import HarnessError
+from harness.io import _atomic
 from methods.registry import parse, view_policy
 
+# Where and how a run executes; never hashed. None means "the job decides": num_workers 0 on
+# the debug and local clusters, the profile's on Slurm (its ``runtime:`` mapping, else
+# cpus_per_task - 1); threads torch's default; a checkpoint every quarter of the run.
+RUNTIME: dict[str, Any] = {
+    "num_workers": None,  # pretraining DataLoader workers per process
+    "threads": None,  # torch threads per process
+    "ckpt_every": None,  # steps between checkpoints
+    "quiet": False,  # no progress bars
+    "wandb": False,  # log to wandb (offline unless WANDB_MODE says otherwise)
+    "results_dir": None,
+    "data_root": None,
+}
+# The type of settings whose value may be None (an override must be one of these, or null).
+OPTIONAL: dict[str, type] = {
+    "train.max_steps": int,
+    "views.crop_min": float,
+    "recipe.clip": float,
+    "finetune.clip_grad": float,
+    "finetune.auto_augment": str,
+    "runtime.num_workers": int,
+    "runtime.threads": int,
+    "runtime.ckpt_every": int,
+    "runtime.wandb": bool,
+    "runtime.results_dir": str,
+    "runtime.data_root": str,
+}
+# Counts that cannot be negative.
+COUNTS = ("runtime.num_workers", "runtime.threads", "runtime.ckpt_every", "train.max_steps")
+# Sections left out of the run's hash.
+UNHASHED = ("runtime", *EVALUATIONS)
+# Top-level entries no override may set, and where they are set instead.
+FIXED = {
+    "method": "the method is the METHOD argument (or the table's rows)",
+    "base": "the base method is the first part of the method name",
+    "preset": "the preset is --preset",
+    "versions": "versions are the methods' own (their class attribute ``version``)",
+    "addons": "add-on options are modifiers of the method name, e.g. moco_v3+ser@r0.05@layer6 "
+    "(harness methods lists them)",
+}
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 
-def resolve(method: str, preset: str = "tiny", seed: int = 0, **train_overrides) -> dict:
+
+def resolve(
+    method: str,
+    preset: str = "tiny",
+    seed: int = 0,
+    overrides: Sequence[str] = (),
+    **train: Any,
+) -> dict:
+    """The run config of ``method`` at ``preset`` with ``key=value`` ``overrides`` applied.
+
+    ``**train`` is a shortcut for ``train.KEY=value`` overrides (``max_steps=4``), applied
+    before ``overrides``.
+    """
+    if isinstance(overrides, str):
+        overrides = [overrides]
     p = presets.get(preset)
     base_cls, addons = parse(method)
+    requires = [r for c, _ in addons for r in c.requires]
     recipe = {**base_cls.recipe, **p["recipe"], **p["recipe_by_base"].get(base_cls.name, {})}
     addon_cfgs = []
     for cls, opts in addons:
@@ -26,26 +99,174 @@ def resolve(method: str, preset: str = "tiny", seed: int = 0, **train_overrides)
         names = [c.name for c in cls.__mro__ if "name" in c.__dict__]
         scale = next((p["addons"][n] for n in names if n in p["addons"]), {})
         addon_cfgs.append({"name": cls.name, "options": {**scale, **opts}})
-    return {
+    cfg = {
         "method": method.strip(),
         "base": base_cls.name,
         "preset": preset,
         "seed": seed,
         "model": {**p["model"], **base_cls.backbone_options()},
-        "dims": dict(p["dims"]),
+        "heads": dict(p["heads"]),
         "recipe": recipe,
         "addons": addon_cfgs,
-        "train": {**p["train"], **train_overrides},
+        # The code's own word on its math: a method's or add-on's version bump re-keys runs.
+        "versions": {base_cls.name: base_cls.version, **{c.name: c.version for c, _ in addons}},
+        "train": dict(p["train"]),
         "data": dict(p["data"]),
-        "views": {
-            **p.get("views", {}),
-            "policy": choose([r for c, _ in addons for r in c.requires], view_policy(method)),
-        },
+        "views": {**p["views"], "policy": choose(requires, view_policy(method))},
+        **{name: copy.deepcopy(p[name]) for name in EVALUATIONS},
+        "runtime": dict(RUNTIME),
     }
+    given = [f"train.{k}={json.dumps(v)}" for k, v in train.items()] + list(overrides)
+    hint = f"harness config {cfg['method']} --preset {preset} lists every key"
+    cfg = apply_overrides(cfg, given, hint)
+    policy = cfg["views"]["policy"]
+    try:
+        require_policy(cfg["method"], requires, policy)
+    except HarnessError as e:
+        named = view_policy(method) or choose(requires, None)
+        raise HarnessError(f"views.policy={policy}: {e}" if policy != named else str(e)) from None
+    return cfg
+
+
+def apply_overrides(cfg: dict, overrides: Sequence[str], hint: str = "") -> dict:
+    """``cfg`` with each ``key=value`` of ``overrides`` set, validated (a new dict)."""
+    if not overrides:
+        return cfg
+    from omegaconf import OmegaConf
+
+    leaves = _leaves({k: v for k, v in cfg.items() if k not in FIXED})
+    conf = OmegaConf.create(cfg)
+    OmegaConf.set_struct(conf, True)  # unknown keys are refused, as a backstop
+    for arg in overrides:
+        key, value = _parse(arg, hint)
+        if key.split(".")[0] in FIXED:
+            raise HarnessError(f"{arg}: cannot be overridden: {FIXED[key.split('.')[0]]}")
+        if key not in leaves:
+            raise HarnessError(_unknown(key, leaves, hint))
+        OmegaConf.update(conf, key, _typed(arg, key, value, leaves[key], hint), merge=False)
+    return OmegaConf.to_container(conf)
+
+
+def _parse(arg: str, hint: str) -> tuple[str, Any]:
+    from omegaconf import OmegaConf
+
+    key, eq, raw = str(arg).partition("=")
+    key = key.strip()
+    if not eq or not _KEY.fullmatch(key):
+        raise HarnessError(
+            f"cannot read setting '{arg}': write KEY=VALUE with a dotted key, "
+            f"e.g. train.batch_size=256 ({hint})"
+        )
+    try:
+        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw}"]))["v"]
+    except Exception:  # the YAML grammar's errors span lines
+        raise HarnessError(
+            f"{arg}: cannot parse '{raw}' (write a number, true/false, null, a list [a, b], "
+            f"or quote a string; {hint})"
+        ) from None
+    return key, value
+
+
+def _leaves(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Every addressable setting by dotted path (lists are values, not sections)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, path + "."))
+        else:
+            out[path] = v
+    return out
+
+
+def _unknown(key: str, leaves: dict, hint: str) -> str:
+    sections = sorted({k.split(".")[0] for k in leaves if "." in k})
+    if key in sections:
+        keys = [k for k in leaves if k.startswith(key + ".")]
+        return (
+            f"'{key}' is a section, not a setting: set one of its keys, e.g. "
+            f"{keys[0]}=… ({', '.join(keys[:6])}{', …' if len(keys) > 6 else ''}; {hint})"
+        )
+    section = key.split(".")[0]
+    same = [k for k in leaves if k.startswith(section + ".")]
+    close = _closest(key, same) or _closest(key, list(leaves))
+    if close:
+        guess = " or ".join([", ".join(close[:-1]), close[-1]] if len(close) > 1 else close)
+        return f"unknown setting '{key}': did you mean {guess}? ({hint})"
+    if same:
+        shown = ", ".join(same[:8]) + (", …" if len(same) > 8 else "")
+        return f"unknown setting '{key}': '{section}' has {shown} ({hint})"
+    return f"unknown setting '{key}': the sections are {', '.join(sections)} ({hint})"
+
+
+def _closest(key: str, candidates: list[str]) -> list[str]:
+    """The candidates nearly as close to ``key`` as the closest one (at most three)."""
+    score = {c: difflib.SequenceMatcher(None, key, c).ratio() for c in candidates}
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    return [c for c in close if score[c] >= score[close[0]] - 0.05]
+
+
+_NAMES = {int: "an int", float: "a float", bool: "a boolean", str: "a string", list: "a list"}
+
+
+def _typed(arg: str, key: str, value: Any, current: Any, hint: str) -> Any:
+    """``value`` as the type of the setting it replaces, or a one-line error."""
+    want = OPTIONAL.get(key) if current is None else type(current)
+    if isinstance(current, tuple):
+        want = list
+    if want is None:  # None by default and of no declared type: any plain value
+        if isinstance(value, dict):
+            raise HarnessError(f"{arg}: expected a single value, got a mapping ({hint})")
+        return value
+    if value is None:
+        if current is None or key in OPTIONAL:
+            return None
+        raise HarnessError(f"{arg}: expected {_NAMES.get(want, want.__name__)}, got null ({hint})")
+    ok = _convert(value, want)
+    if ok is _BAD:
+        raise HarnessError(
+            f"{arg}: expected {_NAMES.get(want, want.__name__)} like the current "
+            f"{json.dumps(current) if current is not None else 'null'}, got {value!r} ({hint})"
+        )
+    if want is list and current:
+        kinds = {type(x) for x in current}
+        if len(kinds) == 1 and kinds <= {int, float, str}:
+            (kind,) = kinds
+            items = [_convert(x, kind) for x in ok]
+            if any(x is _BAD for x in items):
+                raise HarnessError(
+                    f"{arg}: expected a list of {kind.__name__}s like the current "
+                    f"{json.dumps(current)}, got {value!r} ({hint})"
+                )
+            ok = items
+    if key in COUNTS and ok < 0:
+        raise HarnessError(f"{arg}: expected a count (0 or more) ({hint})")
+    return ok
+
+
+_BAD = object()
+
+
+def _convert(value: Any, want: type) -> Any:
+    if want is bool:
+        return value if isinstance(value, bool) else _BAD
+    if isinstance(value, bool):
+        return _BAD
+    if want is int:
+        return value if isinstance(value, int) else _BAD
+    if want is float:
+        return float(value) if isinstance(value, (int, float)) else _BAD
+    if want is str:
+        return str(value) if isinstance(value, (str, int, float)) else _BAD
+    if want is list:
+        return list(value) if isinstance(value, list) else _BAD
+    return value if isinstance(value, want) else _BAD
 
 
 def config_hash(cfg: dict) -> str:
-    blob = json.dumps({k: v for k, v in cfg.items() if k != "runtime"}, sort_keys=True)
+    """The hash of what a pretraining run computes: everything but ``runtime`` and the
+    evaluation sections."""
+    blob = json.dumps({k: v for k, v in cfg.items() if k not in UNHASHED}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -58,3 +279,50 @@ def with_runtime(cfg: dict, **runtime) -> dict:
     cfg = copy.deepcopy(cfg)
     cfg["runtime"] = {**cfg.get("runtime", {}), **runtime}
     return cfg
+
+
+def runtime_settings(base: dict | None = None, overrides: Sequence[str] = ()) -> dict:
+    """``base`` (a runtime mapping: a job's defaults, a profile's) with the ``runtime.*``
+    entries of ``overrides`` applied on top, validated; the other overrides are ignored."""
+    rt = {**RUNTIME, **(base or {})}
+    mine = [o for o in overrides if str(o).strip().startswith("runtime.")]
+    out = apply_overrides({"runtime": rt}, mine, "harness config METHOD lists every key")
+    return out["runtime"]
+
+
+def to_yaml(cfg: dict) -> str:
+    """A resolved config as YAML (what ``harness config`` prints and config.yaml holds)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(_plain(cfg)))
+
+
+def _plain(cfg: dict) -> dict:
+    return json.loads(json.dumps(cfg, default=str))
+
+
+def write_config(run_dir: Path, cfg: dict) -> Path:
+    """Store the config a run trains with as ``run_dir/config.yaml``, atomically.
+
+    A resumed run leaves the file as it is unless only ``runtime`` changed (then it records
+    the new one); a config whose hashed part differs from the stored one's is refused.
+    """
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    new = _plain(cfg)
+    if path.exists():
+        old = yaml.safe_load(path.read_text()) or {}
+        if old == new:
+            return path
+        if isinstance(old, dict) and config_hash(old) != config_hash(new):
+            raise HarnessError(
+                f"{path} holds another run's config (hash {config_hash(old)}, not "
+                f"{config_hash(new)}): use a fresh run directory"
+            )
+        if {k: v for k, v in old.items() if k != "runtime"} != {
+            k: v for k, v in new.items() if k != "runtime"
+        }:
+            return path  # evaluation settings changed: the pretraining ran with the stored ones
+    text = to_yaml(new)
+    return _atomic(path, lambda f: f.write(text.encode()))

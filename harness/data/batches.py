@@ -14,6 +14,7 @@ from harness.parallel import dist
 
 
 def build_policy(method, cfg: dict) -> ViewPolicy:
+    """The view policy of a built method: its base's ``augmentation``, its add-ons' views."""
     views = cfg.get("views", {})
     augs = Augmentations(
         method.augmentation,

@@ -23,18 +23,28 @@ import random
 from dataclasses import dataclass, field
 
 import torch
+from torchvision.transforms import InterpolationMode
 
-from harness.data.augment import BICUBIC, BILINEAR, Pipeline, clean, encode
+from harness.data.augment import BILINEAR, Pipeline, clean, encode
 from harness.errors import HarnessError
 from harness.model import group
 
-# (crop scale, interpolation, blur p per view, solarize p per view)
-SSL_AUGS = {
-    "moco_v3": ((0.08, 1.0), BILINEAR, (1.0, 0.1), (0.0, 0.2)),
-    # SER's DINO runs use no local crops; DINO then advises global scale (0.14, 1).
-    "dino": ((0.14, 1.0), BICUBIC, (1.0, 0.1), (0.0, 0.2)),
-    "barlow_twins": ((0.08, 1.0), BICUBIC, (1.0, 0.1), (0.0, 0.2)),
-}
+
+@dataclass(frozen=True)
+class SSLAugmentation:
+    """A base method's two-view SSL augmentation, its class attribute ``augmentation``: the
+    global crops' scale and interpolation, the blur and the solarize probability of view 1 and
+    view 2 (the local, rotated and clean inputs share the interpolation)."""
+
+    scale: tuple[float, float]
+    interpolation: InterpolationMode
+    blur_p: tuple[float, float]
+    solarize_p: tuple[float, float]
+
+    def __str__(self) -> str:
+        return f"crops {self.scale}, {self.interpolation.value}"
+
+
 LOCAL_SCALE = (0.05, 0.4)  # DINO's local crops: 96 px, blur 0.5, no solarize
 ROTATED_SCALE = (0.05, 0.14)  # E-SSL's rotation crop: 96 px, bilinear, blur 0.1
 
@@ -55,9 +65,9 @@ def small_size(img_size: int, patch: int) -> int:
 
 @dataclass
 class Augmentations:
-    """The pipelines of one base method at one image size."""
+    """The pipelines of one base method's augmentation at one image size."""
 
-    name: str
+    ssl: SSLAugmentation
     size: int
     patch: int
     crop_min: float | None = None  # presets below 224 px raise the minimum global crop
@@ -67,9 +77,8 @@ class Augmentations:
     clean: object = field(init=False)
 
     def __post_init__(self):
-        if self.name not in SSL_AUGS:
-            raise HarnessError(f"no SSL augmentation '{self.name}'; known: {', '.join(SSL_AUGS)}")
-        scale, interp, blur_p, sol_p = SSL_AUGS[self.name]
+        scale, interp = self.ssl.scale, self.ssl.interpolation
+        blur_p, sol_p = self.ssl.blur_p, self.ssl.solarize_p
         if self.crop_min is not None:
             scale = (max(scale[0], self.crop_min), scale[1])
         self.globals = tuple(
@@ -219,7 +228,18 @@ def choose(requires, explicit: str | None = None) -> str:
 
 
 def check_requirements(method_name: str, requires, policy: ViewPolicy) -> None:
-    missing = set(requires) - policy.provides
+    require_policy(method_name, requires, policy.name)
+
+
+def require_policy(method_name: str, requires, policy_name: str) -> None:
+    """One line naming the policy that would work when ``policy_name`` lacks what the
+    add-ons need (every policy provides two views and their parameters)."""
+    if policy_name not in POLICIES:
+        raise HarnessError(
+            f"unknown view policy '{policy_name}' for '{method_name}': one of {', '.join(POLICIES)}"
+        )
+    provides = set(ALWAYS) | set(POLICIES[policy_name]["provides"]) | {"equiv_pairs"}
+    missing = set(requires) - provides
     if not missing:
         return
     fits = [n for n in POLICIES if missing - {"equiv_pairs"} <= set(POLICIES[n]["provides"])]
@@ -228,5 +248,5 @@ def check_requirements(method_name: str, requires, policy: ViewPolicy) -> None:
     hint = f": use '@{fits[0]}' ({base}@{fits[0]}{rest})" if fits else ""
     raise HarnessError(
         f"method '{method_name}' needs view inputs {sorted(missing)} that view "
-        f"policy '{policy.name}' does not provide{hint}"
+        f"policy '{policy_name}' does not provide{hint}"
     )

@@ -21,9 +21,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from harness.data import ImageFolderDataset
-from harness.eval.features import eval_backbone, linear_settings
+from harness.eval.features import eval_backbone
 from harness.eval.transforms import eval_transform
 from harness.model.group import D4, Element
+
+# Bump when what this evaluator computes changes: results keyed by the old value are
+# never reused.
+VERSION = 1
+
 
 VARIANTS = ("token", "flat", "pooled")
 # Token-grid areas relative to the base grid; SER samples areas in [0.7, 1.3].
@@ -108,16 +113,10 @@ def run_equivariance(
     last layer and at any extra ``layers`` (keys prefixed ``layer<l>/``)."""
     from torch.utils.data import DataLoader, Subset
 
-    opts = {
-        "n_images": 1000,
-        "batch_size": 64,
-        "layers": [],
-        "areas": list(SCALE_AREAS),
-        **cfg.get("equivariance", {}),
-    }
+    opts = cfg["equivariance"]
     backbone, device = eval_backbone(run_dir)
     size, patch = cfg["model"]["img_size"], cfg["model"]["patch_size"]
-    tf = eval_transform(size, linear_settings(cfg)["resize"])
+    tf = eval_transform(size, cfg["linear"]["resize"])
     val = ImageFolderDataset(data_root, "val", transform=tf)
     # An even spread over classes: ImageFolder lists images class by class.
     n = min(opts["n_images"], len(val))

@@ -137,12 +137,10 @@ def cached_features(
     return feats
 
 
-def linear_settings(cfg: dict) -> dict:
-    """The linear probe's extraction settings (n_last, resize, batch): a job's config carries
-    only its own evaluation's section, so the others read the preset."""
-    from harness.config import presets
-
-    return cfg.get("linear") or presets.get(cfg["preset"])["linear"]
+def loader_workers(cfg: dict) -> int:
+    """DataLoader workers an evaluation may use: the job's ``runtime.num_workers`` (0 when
+    the job does not say, e.g. in tests)."""
+    return (cfg.get("runtime") or {}).get("num_workers") or 0
 
 
 def run_features(
@@ -151,7 +149,7 @@ def run_features(
     """Train and val features of a finished run at the linear probe's n_last and eval
     transform: the extraction the linear probe, k-NN and MLP probe share. Each dict also
     carries ``n_classes``."""
-    lc = linear_settings(cfg)
+    lc = cfg["linear"]
     backbone, device = eval_backbone(run_dir)
     tf = eval_transform(cfg["model"]["img_size"], lc["resize"])
     model_id = checkpoint_id(Path(run_dir) / "checkpoint.pt")

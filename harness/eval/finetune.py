@@ -26,33 +26,19 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from harness.config.evaluations import EVALUATIONS
 from harness.data import ImageFolderDataset
-from harness.eval.features import eval_backbone
+from harness.eval.features import eval_backbone, loader_workers
 from harness.eval.metrics import topk
 from harness.model.backbone import Backbone
 
-FINETUNE_RECIPE = {
-    "epochs": 300,
-    "batch_size": 1024,
-    "base_lr": 5e-4,
-    "weight_decay": 0.05,
-    "warmup_epochs": 5,
-    "warmup_lr": 1e-6,
-    "min_lr": 1e-5,
-    "drop_path": 0.1,
-    "smoothing": 0.1,
-    "mixup": 0.8,
-    "cutmix": 1.0,
-    "mixup_prob": 1.0,
-    "mixup_switch_prob": 0.5,
-    "color_jitter": 0.3,
-    "auto_augment": "rand-m9-mstd0.5-inc1",
-    "reprob": 0.25,
-    "crop_pct": 0.875,
-    "crop_scale": [0.08, 1.0],
-    "clip_grad": None,
-    "workers": 8,
-}
+# Bump when what this evaluator computes changes: results keyed by the old value are
+# never reused.
+VERSION = 1
+
+
+# DeiT's recipe (``harness.config.evaluations``), the defaults of direct calls.
+FINETUNE_RECIPE = EVALUATIONS["finetune"]
 
 
 def _posterize_keeps_a_bit() -> None:
@@ -128,6 +114,7 @@ def finetune(
     seed: int = 0,
     device="cpu",
     quiet: bool = True,
+    workers: int = 0,
     **recipe,
 ) -> dict:
     """Fine-tune a copy of ``backbone`` (the argument is left untouched) on ``train_set``
@@ -174,7 +161,7 @@ def finetune(
         shuffle=True,
         generator=g,
         drop_last=True,
-        num_workers=r["workers"],
+        num_workers=workers,
     )
     amp = torch.device(device).type == "cuda"
     for epoch in tqdm(range(r["epochs"]), desc="fine-tune", disable=quiet, leave=False):
@@ -191,14 +178,14 @@ def finetune(
             if r["clip_grad"]:
                 nn.utils.clip_grad_norm_(model.parameters(), r["clip_grad"])
             opt.step()
-    return evaluate(model, val_set, r["batch_size"], device, r["workers"])
+    return evaluate(model, val_set, r["batch_size"], device, workers)
 
 
 def run_finetune(
     run_dir: Path, data_root: Path, cfg: dict, dataset_root: Path | None = None, quiet: bool = False
 ) -> dict:
     """Evaluator: {"finetune_top1", "finetune_top5"}; ``cfg["finetune"]`` overrides the recipe."""
-    r = {**FINETUNE_RECIPE, **cfg.get("finetune", {})}
+    r = cfg["finetune"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone, _ = eval_backbone(run_dir, torch.device("cpu"))
     train_tf, eval_tf = deit_transforms(cfg["model"]["img_size"], r)
@@ -212,6 +199,7 @@ def run_finetune(
         seed=cfg.get("seed", 0),
         device=device,
         quiet=quiet,
+        workers=loader_workers(cfg),
         **r,
     )
     return {f"finetune_{k}": v for k, v in m.items()}

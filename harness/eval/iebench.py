@@ -13,6 +13,10 @@ from harness.eval.features import eval_backbone, extract
 from harness.eval.iebench_probes import classify_objects
 from harness.eval.transforms import eval_transform
 
+# Bump when what this evaluator computes changes: results keyed by the old value are
+# never reused.
+VERSION = 1
+
 
 def _by_object(reader: IEBench3D, feats: torch.Tensor, labels: torch.Tensor):
     """N objects × V views × D, and one label per object."""
@@ -47,6 +51,8 @@ def iebench_linear(
         n_classes = len(reader.classes)
     (tx, ty), (vx, vy) = split["train"], split["val"]
     return {
-        **classify_objects(tx, ty, vx, vy, n_classes=n_classes, seed=cfg["seed"], quiet=quiet),
+        **classify_objects(
+            tx, ty, vx, vy, n_classes=n_classes, seed=cfg["seed"], quiet=quiet, **cfg["iebench"]
+        ),
         "n_objects": len(vy),
     }

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import torch
 
+from harness.config.evaluations import EVALUATIONS
 from harness.eval.heads import make_head, predict, train_head
 from harness.eval.metrics import topk
 
-PROBE_RECIPE = {"epochs": 300, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0}
+PROBE_RECIPE = EVALUATIONS["iebench"]
 
 
 def _axis_quat(angle: torch.Tensor, axis: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from harness.data import ImageFolderDataset
-from harness.eval.features import checkpoint_id, eval_backbone, run_features
+from harness.eval.features import checkpoint_id, eval_backbone, loader_workers, run_features
 from harness.eval.heads import fit_linear, train_linear_head
 from harness.eval.transforms import train_transform
 from harness.io import save_torch
@@ -37,7 +37,10 @@ def imagenet_head(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False
         train = ImageFolderDataset(
             data_root, "train", transform=train_transform(cfg["model"]["img_size"])
         )
-        head = _fit_augmented(backbone, train, len(train.classes), lc, cfg["seed"], device, quiet)
+        workers = loader_workers(cfg)
+        head = _fit_augmented(
+            backbone, train, len(train.classes), lc, cfg["seed"], device, workers, quiet
+        )
     else:
         # Cached features, shared with the k-NN and MLP probes of the same checkpoint.
         tr, va = run_features(run_dir, data_root, cfg, quiet)
@@ -55,7 +58,7 @@ def imagenet_head(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False
     return head
 
 
-def _fit_augmented(backbone, train, n_classes, lc, seed, device, quiet) -> nn.Linear:
+def _fit_augmented(backbone, train, n_classes, lc, seed, device, workers, quiet) -> nn.Linear:
     """The paper recipe: fresh augmented features every epoch (GPU-scale)."""
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(
@@ -63,7 +66,7 @@ def _fit_augmented(backbone, train, n_classes, lc, seed, device, quiet) -> nn.Li
         batch_size=lc["batch_size"],
         shuffle=True,
         generator=g,
-        num_workers=lc.get("workers", 8),
+        num_workers=workers,
         drop_last=False,
     )
 

@@ -13,6 +13,10 @@ from harness.eval.imagenet_head import imagenet_head
 from harness.eval.robustness import imagenet_p_metrics
 from harness.eval.transforms import eval_transform
 
+# Bump when what this evaluator computes changes: results keyed by the old value are
+# never reused.
+VERSION = 1
+
 
 def _head_and_backbone(run_dir, data_root, cfg, quiet):
     head = imagenet_head(run_dir, data_root, cfg, quiet)

@@ -16,6 +16,10 @@ from tqdm import tqdm
 
 from harness.eval.features import run_features
 
+# Bump when what this evaluator computes changes: results keyed by the old value are
+# never reused.
+VERSION = 1
+
 
 @torch.no_grad()
 def knn_scores(
@@ -70,7 +74,7 @@ def knn_eval(
 ) -> dict:
     """Evaluator: {"knn<k>_top1", "knn<k>_top5"} on the final-LayerNorm [CLS], i.e. the last
     chunk of the cached n_last features the linear probe uses."""
-    opts = {"ks": [20], "temperature": 0.07, **cfg.get("knn", {})}
+    opts = cfg["knn"]
     tr, va = run_features(run_dir, data_root, cfg, quiet=quiet)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     width = cfg["model"]["width"]

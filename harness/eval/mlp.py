@@ -12,19 +12,18 @@ from pathlib import Path
 
 import torch
 
+from harness.config.evaluations import EVALUATIONS
 from harness.eval.features import run_features
 from harness.eval.heads import fit_mlp, predict
 from harness.eval.metrics import topk
 
-MLP_RECIPE = {
-    "epochs": 300,
-    "batch_size": 256,
-    "lr": 1e-3,
-    "weight_decay": 0.0,
-    "hidden": 1024,
-    "schedule": "constant",
-    "standardize": True,
-}
+# Bump when what this evaluator computes changes: results keyed by the old value are
+# never reused.
+VERSION = 1
+
+
+# The §7.3 recipe (``harness.config.evaluations``), the defaults of direct calls.
+MLP_RECIPE = EVALUATIONS["mlp"]
 
 
 def mlp_probe(
@@ -53,7 +52,7 @@ def run_mlp_probe(
     run_dir: Path, data_root: Path, cfg: dict, dataset_root: Path | None = None, quiet: bool = False
 ) -> dict:
     """Evaluator: {"mlp_top1", "mlp_top5"} on the cached linear-probe features."""
-    opts = {**MLP_RECIPE, **cfg.get("mlp", {})}
+    opts = cfg["mlp"]
     tr, va = run_features(run_dir, data_root, cfg, quiet=quiet)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     m = mlp_probe(

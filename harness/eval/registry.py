@@ -46,6 +46,19 @@ EVALUATORS: dict[tuple[str, str], Callable] = {
     ("tsne", "imagenet_c"): tsne.run_tsne,
 }
 EVALUATIONS = sorted({e for e, _ in EVALUATORS})
+# The math of an evaluation lives in its leaf module; its ``VERSION`` enters the result hash.
+_MODULES = {
+    linear.linear_probe: linear,
+    imagenet_c.imagenet_c: imagenet_c,
+    imagenet_p.imagenet_p: imagenet_p,
+    iebench.iebench_linear: iebench,
+    knn.knn_eval: knn,
+    mlp.run_mlp_probe: mlp,
+    finetune.run_finetune: finetune,
+    equivariance.run_equivariance: equivariance,
+    transform_probe.run_transform_probe: transform_probe,
+    tsne.run_tsne: tsne,
+}
 
 
 def evaluator(evaluation: str, dataset: str) -> Callable:
@@ -61,3 +74,8 @@ def evaluator(evaluation: str, dataset: str) -> Callable:
                 else f"evaluations are {', '.join(EVALUATIONS)}"
             )
         ) from None
+
+
+def evaluator_version(evaluation: str, dataset: str) -> int:
+    fn = evaluator(evaluation, dataset)
+    return _MODULES.get(fn, transfer).VERSION

@@ -15,6 +15,10 @@ from harness.eval.imagenet_head import imagenet_head
 from harness.eval.metrics import topk
 from harness.eval.transforms import eval_transform
 
+# Bump when what this evaluator computes changes: results keyed by the old value are
+# never reused.
+VERSION = 1
+
 
 def with_imagenet_head(
     run_dir: Path, data_root: Path, cfg: dict, dataset: str, root: Path, quiet: bool = False

@@ -18,16 +18,25 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from harness.config.evaluations import EVALUATIONS
 from harness.data import ImageFolderDataset
-from harness.eval.features import cached_features, checkpoint_id, eval_backbone, linear_settings
+from harness.eval.features import cached_features, checkpoint_id, eval_backbone
 from harness.eval.heads import make_head, predict, shuffled, train_head
 from harness.eval.transforms import eval_transform
 from harness.model.backbone import Backbone
 from harness.model.group import D4
 
-LAYERS = (1, 3, 6, 9, 12)
+# Bump when what this evaluator computes changes: results keyed by the old value are
+# never reused.
+VERSION = 1
+
+
+LAYERS = tuple(EVALUATIONS["transform_probe"]["layers"])
 TASKS = {"rotation": [D4(0, k) for k in range(4)], "hflip": [D4(0, 0), D4(1, 0)]}
-PROBE_RECIPE = {"head": "linear", "epochs": 30, "batch_size": 256, "lr": 1e-3, "seeds": 3}
+# The probe proper; the rest of the section says what it is run on.
+PROBE_RECIPE = {
+    k: EVALUATIONS["transform_probe"][k] for k in ("head", "epochs", "batch_size", "lr", "seeds")
+}
 
 
 class Transformed(Dataset):
@@ -129,17 +138,10 @@ def run_transform_probe(
     initialised one (the floor). Train on ``per_class`` train images per class, test on val."""
     from torch.utils.data import Subset
 
-    opts = {
-        **PROBE_RECIPE,
-        "layers": list(LAYERS),
-        "per_class": 100,
-        "floor": True,
-        "extract_batch": 256,
-        **cfg.get("transform_probe", {}),
-    }
+    opts = cfg["transform_probe"]
     trained, device = eval_backbone(run_dir)
     layers = [l for l in opts["layers"] if l <= len(trained.blocks)]
-    tf = eval_transform(cfg["model"]["img_size"], linear_settings(cfg)["resize"])
+    tf = eval_transform(cfg["model"]["img_size"], cfg["linear"]["resize"])
     train = ImageFolderDataset(data_root, "train", transform=tf)
     data = {
         "train": Subset(train, _per_class(train, opts["per_class"])),

@@ -8,18 +8,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
+from harness.config.evaluations import EVALUATIONS
 from harness.data import ImageFolderDataset
 from harness.data.readers import ImageNetC
-from harness.eval.features import eval_backbone, extract, linear_settings
+from harness.eval.features import eval_backbone, extract
 from harness.eval.transforms import eval_transform
 
-DEFAULTS = {
-    "n_classes": 20,
-    "per_class": 50,
-    "perplexity": 30.0,
-    "corruption": "defocus_blur",
-    "severity": 3,
-}
+# Bump when what this evaluator computes changes: results keyed by the old value are
+# never reused.
+VERSION = 1
+
+
+DEFAULTS = EVALUATIONS["tsne"]
 
 
 def _pick(dataset, n_classes: int, per_class: int, seed: int) -> tuple[list[int], list[int]]:
@@ -41,8 +41,8 @@ def run_tsne(
     images, or of ImageNet-C (one corruption, one severity) when ``dataset_root`` is given."""
     from sklearn.manifold import TSNE
 
-    opts = {**DEFAULTS, **cfg.get("tsne", {})}
-    lc = linear_settings(cfg)
+    opts = cfg["tsne"]
+    lc = cfg["linear"]
     tf = eval_transform(cfg["model"]["img_size"], lc["resize"])
     if dataset_root is not None:
         classes = ImageFolderDataset(data_root, "train").classes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,9 +15,9 @@ from harness.report.tables import render_table
 from harness.run import jobs
 
 
-def table_results(spec, preset: str, results_dir: Path) -> pd.DataFrame:
+def table_results(spec, preset: str, results_dir: Path, overrides=()) -> pd.DataFrame:
     rows = []
-    for rec in jobs.load_results(jobs.plan(spec, preset, results_dir)):
+    for rec in jobs.load_results(jobs.plan(spec, preset, results_dir, overrides=overrides)):
         for metric, value in rec["metrics"].items():
             # "fog/top1" from the imagenet_c job is column (imagenet_c/fog, top1).
             sub, _, name = metric.rpartition("/")
@@ -32,28 +33,40 @@ def table_results(spec, preset: str, results_dir: Path) -> pd.DataFrame:
 
 
 def report(
-    names, preset, results_dir: Path, out: Path | None, check_tex=False, rows=lambda spec: spec
+    names,
+    preset,
+    results_dir: Path,
+    out: Path | None,
+    check_tex=False,
+    rows=lambda spec: spec,
+    overrides=(),
 ) -> list[Path]:
+    """Render every table and figure that has results. With ``overrides`` the rows are the
+    runs made with them, reported under ``report/<preset>-<hash of the overrides>/``."""
     written = []
+    changed = [o for o in overrides if not o.strip().startswith("runtime.")]
+    tag = "-" + hashlib.sha1(" ".join(changed).encode()).hexdigest()[:8] if changed else ""
     for name in names or tables.available():
         spec = rows(tables.load(name))
         for p in [preset] if preset else list(presets.PRESETS):
+            plan = jobs.plan(spec, p, results_dir, overrides=overrides)
+            where = out or results_dir / "report" / (p + tag)
             ctx = {
                 "preset": p,
-                "scale": presets.get(p)["scale"],
+                "scale": next((j.scale for j in plan), presets.get(p)["scale"]),
                 "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             }
             if isinstance(spec, tables.FigureSpec):
                 from harness.report.figures import render_figure
 
-                records = jobs.load_results(jobs.plan(spec, p, results_dir))
+                records = jobs.load_results(plan)
                 if records:
-                    written += render_figure(spec, records, out or results_dir / "report" / p, ctx)
+                    written += render_figure(spec, records, where, ctx)
                 continue
-            df = table_results(spec, p, results_dir)
+            df = table_results(spec, p, results_dir, overrides)
             if df.empty:
                 continue
-            paths = render_table(spec, df, out or results_dir / "report" / p, ctx)
+            paths = render_table(spec, df, where, ctx)
             if check_tex:
                 from harness.report.tables import compile_check
 

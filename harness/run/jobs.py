@@ -10,25 +10,32 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import config as C
 from harness.config import presets
+from harness.config.evaluations import EVALUATIONS, sections_read
 from harness.errors import HarnessError
 from harness.io import read_json, write_json
+from harness.provenance import code_version
 
 
 @dataclass
 class Job:
     kind: str  # "pretrain" | "eval"
-    cfg: dict  # resolved run config (+ runtime)
+    # Everything the job computes from: the run's resolved config (+ runtime) and, for an
+    # evaluation, exactly the sections it reads — nothing is looked up again where it runs.
+    cfg: dict
     run_dir: str
     result: str  # the JSON this job writes when it succeeds
     evaluation: str | None = None
     dataset: str | None = None
     deps: list = field(default_factory=list)  # results this job needs first
+    spec: dict | None = None  # an evaluation's hashed identity (eval_spec)
+    scale: str = ""  # the preset's scale in words, and the overrides that changed it
 
     @property
     def name(self) -> str:
@@ -39,15 +46,29 @@ class Job:
         return Path(self.result).exists()
 
 
-def eval_config(cfg: dict, evaluation: str) -> dict:
-    return {"evaluation": evaluation, **presets.get(cfg["preset"])[evaluation]}
+def eval_spec(cfg: dict, evaluation: str, dataset: str) -> dict:
+    """What an evaluation's result depends on beyond its run: every config section it reads
+    (evaluation recipes merged from code defaults, preset and overrides) and its evaluator's
+    version, which a change of the evaluator's math bumps."""
+    from harness.eval.registry import evaluator_version
+
+    return {
+        "evaluation": evaluation,
+        "dataset": dataset,
+        "version": evaluator_version(evaluation, dataset),
+        "sections": {s: cfg[s] for s in sections_read(evaluation, dataset)},
+    }
 
 
-def eval_result_path(run_dir: Path, cfg: dict, evaluation: str, dataset: str) -> Path:
-    h = hashlib.sha1(json.dumps(eval_config(cfg, evaluation), sort_keys=True).encode()).hexdigest()[
-        :8
-    ]
-    return Path(run_dir) / "eval" / f"{evaluation}-{dataset}-{h}.json"
+def eval_job_config(cfg: dict, evaluation: str, dataset: str) -> dict:
+    """The run's config without the evaluation sections this evaluation does not read."""
+    keep = set(sections_read(evaluation, dataset))
+    return {k: v for k, v in cfg.items() if k not in EVALUATIONS or k in keep}
+
+
+def eval_result_path(run_dir: Path, spec: dict) -> Path:
+    h = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+    return Path(run_dir) / "eval" / f"{spec['evaluation']}-{spec['dataset']}-{h}.json"
 
 
 def plan(
@@ -57,20 +78,38 @@ def plan(
     seed: int = 0,
     runtime: dict | None = None,
     only: str | None = None,
+    overrides: Sequence[str] = (),
 ) -> list[Job]:
+    """Every job of a table spec at a preset: each config resolved completely here, once."""
     results_dir = Path(results_dir).resolve()
+    changed = [o for o in overrides if not o.strip().startswith("runtime.")]
+    scale = presets.get(preset)["scale"] + (f" (overrides: {' '.join(changed)})" if changed else "")
     jobs: list[Job] = []
     for method in spec.rows:
-        cfg = C.with_runtime(C.resolve(method, preset, seed), **(runtime or {}))
+        cfg = C.with_runtime(
+            C.resolve(method, preset, seed, overrides=overrides), **(runtime or {})
+        )
         run_dir = results_dir / "runs" / C.run_id(cfg)
-        pre = Job("pretrain", cfg, str(run_dir), str(run_dir / "pretrain.json"))
+        pre = Job("pretrain", cfg, str(run_dir), str(run_dir / "pretrain.json"), scale=scale)
         jobs.append(pre)
         if only == "pretrain":
             continue
         for evaluation, dataset in spec.evaluations:
-            res = eval_result_path(run_dir, cfg, evaluation, dataset)
+            es = eval_spec(cfg, evaluation, dataset)
+            job_cfg = eval_job_config(cfg, evaluation, dataset)
+            res = eval_result_path(run_dir, es)
             jobs.append(
-                Job("eval", cfg, str(run_dir), str(res), evaluation, dataset, deps=[pre.result])
+                Job(
+                    "eval",
+                    job_cfg,
+                    str(run_dir),
+                    str(res),
+                    evaluation,
+                    dataset,
+                    [pre.result],
+                    es,
+                    scale,
+                )
             )
     return jobs
 
@@ -98,23 +137,23 @@ def execute(job: Job) -> dict:
                 f"pretraining job first (harness run … --only pretrain)"
             )
     t0 = time.time()
-    full_cfg = {**cfg, **{job.evaluation: presets.get(cfg["preset"])[job.evaluation]}}
     dataset_root = None
     if job.dataset != "imagenet":
         dataset_root = C.dataset_root(cfg, results_dir, job.dataset, rt.get("data_root"))
     metrics = evaluator(job.evaluation, job.dataset)(
-        Path(job.run_dir), root, full_cfg, dataset_root, rt.get("quiet", False)
+        Path(job.run_dir), root, cfg, dataset_root, rt.get("quiet", False)
     )
     record = {
         "run_id": C.run_id(cfg),
         "config_hash": C.config_hash(cfg),
         "method": cfg["method"],
         "preset": cfg["preset"],
-        "scale": presets.get(cfg["preset"])["scale"],
+        "scale": job.scale,
         "evaluation": job.evaluation,
         "dataset": job.dataset,
         "metrics": metrics,
-        "eval_config": eval_config(cfg, job.evaluation),
+        "eval_spec": job.spec,
+        "code": code_version(),
         "seconds": time.time() - t0,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -41,7 +41,13 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "gpu_name": ((str,), None),
     "gpu_tflops": ((int, float), None),
     "utilization": ((int, float), 0.4),
+    # Runtime settings of the jobs submitted with this profile (``runtime.*``, never hashed),
+    # e.g. num_workers; num_workers defaults to cpus_per_task - 1. The command line's
+    # ``runtime.KEY=value`` overrides win.
+    "runtime": ((dict,), {}),
 }
+# Runtime settings a profile may not set: the command line owns them.
+RUNTIME_CLI_ONLY = {"results_dir": "--results"}
 # Keys an ``eval:`` section may override.
 SHAPE_KEYS = (
     "partition",
@@ -170,10 +176,31 @@ def load_profile(name_or_path: str | os.PathLike) -> dict:
                     f"it may set {', '.join(SHAPE_KEYS)}"
                 )
             value = {**default, **value}
+        if key == "runtime":
+            value = _runtime(path, value)
         if isinstance(value, (int, float)) and value < 0:
             raise HarnessError(f"cluster profile {path}: {key} must not be negative, got {value}")
         profile[key] = value
+    if "num_workers" not in profile["runtime"]:
+        # One core feeds the GPU process itself; the rest load data.
+        profile["runtime"]["num_workers"] = max(0, profile["cpus_per_task"] - 1)
     return profile
+
+
+def _runtime(path: Path, value: dict) -> dict:
+    """A profile's ``runtime:`` mapping, validated as ``runtime.KEY=value`` overrides are."""
+    import json
+
+    from harness.config import runtime_settings
+
+    for key, flag in RUNTIME_CLI_ONLY.items():
+        if key in value:
+            raise HarnessError(f"cluster profile {path}: runtime: {key} is set with {flag}")
+    try:
+        rt = runtime_settings(None, [f"runtime.{k}={json.dumps(v)}" for k, v in value.items()])
+    except HarnessError as e:
+        raise HarnessError(f"cluster profile {path}: runtime: {e}") from None
+    return {k: rt[k] for k in value}
 
 
 def job_shape(profile: dict | None, kind: str) -> dict:

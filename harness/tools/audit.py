@@ -5,6 +5,7 @@ batch, gradients averaged as in training). Needs no data and no trained model.""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -108,7 +109,9 @@ def shard_batch(batch: dict, rank: int, world: int) -> dict:
     return out
 
 
-def audit(method_name: str, preset: str = "tiny", seed: int = 0) -> dict:
+def audit(
+    method_name: str, preset: str = "tiny", seed: int = 0, overrides: Sequence[str] = ()
+) -> dict:
     """Gradient norm that each loss term alone puts on each parameter group.
 
     Under torchrun (gloo or NCCL) each rank takes its shard of one global batch and the
@@ -116,7 +119,7 @@ def audit(method_name: str, preset: str = "tiny", seed: int = 0) -> dict:
     what one process gives on the whole batch.
     """
     dist.init_from_env()
-    cfg = C.resolve(method_name, preset, seed)
+    cfg = C.resolve(method_name, preset, seed, overrides=overrides)
     torch.manual_seed(seed)  # the same seed on every rank: identical initial weights
     device = (
         torch.device("cuda", torch.cuda.current_device())

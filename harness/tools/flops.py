@@ -4,6 +4,8 @@ and trainable parameters of the online model."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -48,9 +50,11 @@ def _meta_batch(method, cfg: dict, batch_size: int) -> dict:
     return batch
 
 
-def step_flops(method_name: str, preset: str, batch_size: int) -> float:
+def step_flops(
+    method_name: str, preset: str, batch_size: int, overrides: Sequence[str] = ()
+) -> float:
     """Training FLOPs (forward + backward) of one step, per image, without real data."""
-    cfg = C.resolve(method_name, preset, batch_size=batch_size)
+    cfg = C.resolve(method_name, preset, overrides=[*overrides, f"train.batch_size={batch_size}"])
     with torch.device("meta"):
         method = C.build_method(cfg).train()
     batch = _meta_batch(method, cfg, batch_size)
@@ -60,8 +64,10 @@ def step_flops(method_name: str, preset: str, batch_size: int) -> float:
     return fc.get_total_flops() / batch_size
 
 
-def params_millions(method_name: str, preset: str = "paper") -> float:
-    cfg = C.resolve(method_name, preset)
+def params_millions(
+    method_name: str, preset: str = "paper", overrides: Sequence[str] = ()
+) -> float:
+    cfg = C.resolve(method_name, preset, overrides=overrides)
     with torch.device("meta"):
         method = C.build_method(cfg)
     return sum(p.numel() for p in method.trainable_parameters()) / 1e6

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from harness.config import build_method, run_id
+from harness.config import build_method, run_id, write_config
 from harness.data import ImageFolderDataset
 from harness.data.batches import PretrainBatches, build_policy, to_device
 from harness.errors import HarnessError
@@ -84,6 +84,8 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         else torch.device("cpu")
     )
     lead = dist.rank() == 0  # only rank 0 writes files
+    if lead:
+        write_config(run_dir, cfg)  # the fully resolved config it runs with, runtime included
     torch.manual_seed(cfg["seed"])
     random.seed(cfg["seed"])
     np.random.seed(cfg["seed"])
@@ -124,7 +126,8 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         batches,
         batch_size=None,
         sampler=range(start, total),
-        num_workers=rt.get("num_workers", 0),
+        # Unset (None): no worker processes; a Slurm profile sets it (cpus_per_task - 1).
+        num_workers=rt.get("num_workers") or 0,
         generator=torch.Generator().manual_seed(0),  # keep global RNG untouched
         worker_init_fn=quiet_worker,
         persistent_workers=False,

@@ -421,7 +421,9 @@ def micro_run(tmp_path_factory):
     from harness.train import pretrain
 
     root = tmp_path_factory.mktemp("evals")
-    cfg = C.with_runtime(C.resolve("moco_v3+ser", "micro", max_steps=1), quiet=True)
+    cfg = C.with_runtime(
+        C.resolve("moco_v3+ser", "micro", overrides=["train.max_steps=1"]), quiet=True
+    )
     data = C.data_root(cfg, root)
     C.ensure_data(cfg, data)
     pretrain(cfg, root / "run", data)
@@ -434,7 +436,7 @@ def test_knn_and_mlp_share_one_feature_extraction(micro_run):
     files = sorted((run / "features").iterdir())
     assert len(files) == 2 and set(knn) == {"knn20_top1", "knn20_top5"}  # train + val
     mlp = evaluator("mlp", "imagenet")(
-        run, data, {**cfg, "mlp": {"epochs": 2, "hidden": 16}}, quiet=True
+        run, data, {**cfg, "mlp": {**cfg["mlp"], "epochs": 2, "hidden": 16}}, quiet=True
     )
     assert sorted((run / "features").iterdir()) == files
     assert set(mlp) == {"mlp_top1", "mlp_top5"} and all(0 <= v <= 100 for v in mlp.values())
@@ -442,13 +444,13 @@ def test_knn_and_mlp_share_one_feature_extraction(micro_run):
 
 def test_equivariance_and_transform_probe_evaluators(micro_run):
     cfg, run, data = micro_run
-    eq_cfg = {**cfg, "equivariance": {"n_images": 6, "layers": [3]}}
+    eq_cfg = {**cfg, "equivariance": {**cfg["equivariance"], "n_images": 6, "layers": [3]}}
     eq = evaluator("equivariance", "imagenet")(run, data, eq_cfg, quiet=True)
     assert {"equiv_rotation", "equiv_hflip", "equiv_scale", "layer3/equiv_rotation"} <= set(eq)
     assert all(-1 <= v <= 1 + 1e-6 for v in eq.values())
     opts = {"layers": [1, 3], "per_class": 2, "epochs": 2, "seeds": 1}
     tp = evaluator("transform_probe", "imagenet")(
-        run, data, {**cfg, "transform_probe": opts}, quiet=True
+        run, data, {**cfg, "transform_probe": {**cfg["transform_probe"], **opts}}, quiet=True
     )
     for prefix in ("", "random_init/"):
         for layer in (1, 3):

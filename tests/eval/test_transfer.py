@@ -39,7 +39,6 @@ def _manual(results, plan, reader_cls, dataset):
     root = C.data_root(cfg, results)
     full = {
         **cfg,
-        "linear": __import__("harness.config.presets", fromlist=["get"]).get("micro")["linear"],
     }
     head = imagenet_head(run_dir, root, full)
     backbone = load_trained(run_dir).eval_backbone().eval()

@@ -304,9 +304,8 @@ def test_missing_view_input_is_a_one_line_error_naming_the_policy():
         ("dino@multicrop+essl", "@rot4"),
         ("moco_v3@3view+stl", "@paired"),
     ):
-        cfg = C.resolve(name, "micro")
-        with pytest.raises(HarnessError) as e:
-            random_batch(C.build_method(cfg), cfg)
+        with pytest.raises(HarnessError) as e:  # before anything is built or queued
+            C.resolve(name, "micro")
         assert policy in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(HarnessError):
         parse("moco_v3@5view")

@@ -79,7 +79,6 @@ def test_a_missing_severity_stops_the_evaluation(results, tmp_path):
 
     full = {
         **cfg,
-        "linear": __import__("harness.config.presets", fromlist=["get"]).get("micro")["linear"],
     }
     with pytest.raises(HarnessError) as e:
         imagenet_c(

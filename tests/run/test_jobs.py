@@ -91,3 +91,89 @@ def test_run_table2_on_the_local_slurm_cluster(local_slurm, tmp_path):
     )
     assert again.returncode == 0
     assert "nothing to submit" in again.stdout
+
+
+# ---- a job carries its whole config ---------------------------------------------------------
+
+
+def _results(plan) -> dict:
+    return {(j.cfg["method"], j.evaluation, j.dataset): j.result for j in plan}
+
+
+def test_an_evaluator_default_in_code_keys_its_results(tmp_path, monkeypatch):
+    from harness.config.evaluations import EVALUATIONS
+    from harness.eval.mlp import MLP_RECIPE
+
+    spec = tables.load("table3")
+    before = _results(jobs.plan(spec, "micro", tmp_path))
+    assert MLP_RECIPE is EVALUATIONS["mlp"]  # the evaluator's default is the one keyed
+    monkeypatch.setitem(MLP_RECIPE, "weight_decay", 1e-4)  # a default nobody overrides
+    after = _results(jobs.plan(spec, "micro", tmp_path))
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed and {e for _, e, _ in changed} == {"mlp"}
+    # The pretraining runs are the same runs.
+    assert all(before[k] == after[k] for k in before if k[1] is None)
+
+
+def test_the_linear_section_keys_the_evaluations_that_read_it(tmp_path):
+    spec = tables.load("table3")
+    base = _results(jobs.plan(spec, "micro", tmp_path))
+    other = _results(jobs.plan(spec, "micro", tmp_path, overrides=["linear.n_last=1"]))
+    changed = {key[1] for key in base if base[key] != other[key]}
+    # k-NN and the MLP probe extract features as the linear probe does; fine-tuning does not.
+    assert changed == {"knn", "mlp"}
+
+
+def test_an_evaluator_version_keys_its_results(tmp_path, monkeypatch):
+    from harness.eval import knn
+
+    spec = tables.load("table3")
+    before = _results(jobs.plan(spec, "micro", tmp_path))
+    monkeypatch.setattr(knn, "VERSION", knn.VERSION + 1)
+    after = _results(jobs.plan(spec, "micro", tmp_path))
+    assert {k[1] for k in before if before[k] != after[k]} == {"knn"}
+
+
+def test_jobs_execute_from_what_they_carry(tmp_path, monkeypatch):
+    """Planned once; executed with presets and config resolution unavailable, as on a node
+    whose code would read them differently."""
+    import harness.config as C
+    from harness.config import presets
+
+    spec = tables.load("table3")
+    plan = [
+        j
+        for j in jobs.plan(spec, "micro", tmp_path, runtime=_runtime(tmp_path))
+        if j.cfg["method"] == "moco_v3"
+    ]
+
+    def refuse(*_, **__):
+        raise AssertionError("read presets or resolved a config at execution time")
+
+    monkeypatch.setattr(presets, "get", refuse)
+    monkeypatch.setattr(C, "resolve", refuse)
+    for j in plan:
+        jobs.execute(j)
+    recs = [json.loads((tmp_path / j.result).read_text()) for j in plan if j.kind == "eval"]
+    assert {r["evaluation"] for r in recs} == {"mlp", "finetune", "knn"}
+    for r in recs:
+        assert r["code"]["version"] and r["code"]["commit"]  # the code that computed it
+        assert r["eval_spec"]["version"] >= 1
+        assert ("linear" in r["eval_spec"]["sections"]) == (r["evaluation"] != "finetune")
+
+
+def _runtime(results) -> dict:
+    return jobs.default_runtime("debug", str(results), None, quiet=True)
+
+
+def test_a_method_version_keys_its_runs(tmp_path, monkeypatch):
+    from methods.registry import ADDONS, BASES
+
+    spec = tables.load("table2")
+    before = {j.cfg["method"]: j.run_dir for j in jobs.plan(spec, "micro", tmp_path)}
+    monkeypatch.setattr(ADDONS["ser"], "version", ADDONS["ser"].version + 1)
+    after = {j.cfg["method"]: j.run_dir for j in jobs.plan(spec, "micro", tmp_path)}
+    assert {m for m in before if before[m] != after[m]} == {m for m in before if "+ser" in m}
+    monkeypatch.setattr(BASES["dino"], "version", BASES["dino"].version + 1)
+    again = {j.cfg["method"]: j.run_dir for j in jobs.plan(spec, "micro", tmp_path)}
+    assert {m for m in after if after[m] != again[m]} == {"dino", "dino+ser"}

@@ -127,16 +127,18 @@ def test_resumed_job_and_evaluation_continue_the_same_run(offline, data, tmp_pat
     assert sorted(first[1]) == [1, 2] and sorted(second[1]) == [3, 4]
     assert all(keys >= KEYS for s in (first, second) for keys in s[1].values())
 
-    res = jobs.eval_result_path(run_dir, cfg, "knn", "imagenet")
+    spec = jobs.eval_spec(cfg, "knn", "imagenet")
+    res = jobs.eval_result_path(run_dir, spec)
     record = jobs.execute(
         jobs.Job(
             "eval",
-            cfg,
+            jobs.eval_job_config(cfg, "knn", "imagenet"),
             str(run_dir),
             str(res),
             "knn",
             "imagenet",
             deps=[str(run_dir / "pretrain.json")],
+            spec=spec,
         )
     )
     *_, (rid, hist, summary) = sessions(run_dir)

@@ -1,0 +1,107 @@
+"""Every evaluation's recipe at paper scale: the one place its defaults live.
+
+The paper preset carries these sections whole; smaller presets state only what they change,
+and ``key=value`` overrides address them (``linear.epochs=90``). An evaluation job's result
+is keyed by the sections it reads after all of that is merged, plus its evaluator's version,
+so changing a default here gives new result paths and never reuses old numbers.
+"""
+
+from __future__ import annotations
+
+EVALUATIONS: dict[str, dict] = {
+    # Linear probe (spec/evals.md §7.1): concatenated final-LN [CLS] of the last n blocks,
+    # SGD m 0.9, lr = base·B/256, cosine per epoch; augmented features every epoch at 224 px.
+    # Its extraction settings (n_last, resize, batch_size) are what k-NN, the MLP probe, the
+    # equivariance score, the transformation probe and t-SNE read too.
+    "linear": {
+        "epochs": 50,
+        "batch_size": 2048,
+        "base_lr": 3.0,
+        "n_last": 4,
+        "augment": True,
+        "resize": 256,
+    },
+    # Weighted k-NN (§7.4, DINO's knn_classifier).
+    "knn": {"ks": [20], "temperature": 0.07},
+    # 3-layer MLP probe (§7.3, SIE's --deep-end head). ``standardize`` fixes per-feature
+    # statistics before the head (MAE puts a BatchNorm without affine there).
+    "mlp": {
+        "epochs": 300,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "hidden": 1024,
+        "schedule": "constant",
+        "standardize": True,
+    },
+    # Full fine-tuning, DeiT's recipe as MoCo-v3 uses it (§7.5).
+    "finetune": {
+        "epochs": 300,
+        "batch_size": 1024,
+        "base_lr": 5e-4,
+        "weight_decay": 0.05,
+        "warmup_epochs": 5,
+        "warmup_lr": 1e-6,
+        "min_lr": 1e-5,
+        "drop_path": 0.1,
+        "smoothing": 0.1,
+        "mixup": 0.8,
+        "cutmix": 1.0,
+        "mixup_prob": 1.0,
+        "mixup_switch_prob": 0.5,
+        "color_jitter": 0.3,
+        "auto_augment": "rand-m9-mstd0.5-inc1",
+        "reprob": 0.25,
+        "crop_pct": 0.875,
+        "crop_scale": [0.08, 1.0],
+        "clip_grad": None,
+    },
+    # Equivariance score of token maps (§5.2); token-grid areas as SER samples them.
+    "equivariance": {
+        "n_images": 1000,
+        "batch_size": 64,
+        "layers": [],
+        "areas": [0.7, 0.85, 1.15, 1.3],
+    },
+    # Per-layer transformation-prediction probe (§8).
+    "transform_probe": {
+        "head": "linear",
+        "epochs": 30,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "seeds": 3,
+        "layers": [1, 3, 6, 9, 12],
+        "per_class": 100,
+        "floor": True,
+        "extract_batch": 256,
+    },
+    # t-SNE of 20 classes (Figures 4, 5).
+    "tsne": {
+        "n_classes": 20,
+        "per_class": 50,
+        "perplexity": 30.0,
+        "corruption": "defocus_blur",
+        "severity": 3,
+    },
+    # 3DIEBench probes on frozen features (§4.2–4.3, SIE's scripts).
+    "iebench": {"epochs": 300, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0},
+}
+
+# Which sections an evaluation reads besides its own (feature extraction follows ``linear``).
+READS: dict[str, tuple[str, ...]] = {
+    "linear": ("linear",),
+    "knn": ("knn", "linear"),
+    "mlp": ("mlp", "linear"),
+    "finetune": ("finetune",),
+    "equivariance": ("equivariance", "linear"),
+    "transform_probe": ("transform_probe", "linear"),
+    "tsne": ("tsne", "linear"),
+}
+# 3DIEBench's linear column trains its own probe on the linear probe's features.
+READS_BY_DATASET: dict[tuple[str, str], tuple[str, ...]] = {
+    ("linear", "3diebench"): ("linear", "iebench"),
+}
+
+
+def sections_read(evaluation: str, dataset: str) -> tuple[str, ...]:
+    return READS_BY_DATASET.get((evaluation, dataset), READS[evaluation])
