@@ -213,7 +213,7 @@ def cmd_config(a) -> int:
     cfg = C.resolve(a.method, a.preset, a.seed, overrides=a.overrides)
     print(
         f"# {C.run_id(cfg)}: every key below may be overridden as key=value (except method, "
-        f"base, preset, addons);\n# runtime and the evaluation sections do not enter the run's hash"
+        f"base, preset, versions, addons);\n# runtime and the evaluation sections do not enter the run's hash"
     )
     print(C.to_yaml(cfg), end="")
     return 0
@@ -236,6 +236,21 @@ def cmd_methods(a) -> int:
     for n, p in POLICIES.items():
         extra = ", ".join(p["provides"]) or "the base method's two views"
         print(f"  {n:<16} {p['label']} views in the paper's terms; provides {extra}")
+    return 0
+
+
+def cmd_bench_step(a) -> int:
+    from harness.bench.step import bench_step, render, save
+
+    peak = a.peak_tflops
+    if peak is None and a.profile:
+        from harness.run.profiles import load_profile
+
+        peak = load_profile(a.profile).get("gpu_tflops")
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    r = bench_step(methods, a.preset, a.overrides, a.steps, a.warmup, peak, a.seed)
+    print(render(r))
+    print(save(r, Path(a.results)))
     return 0
 
 
@@ -389,6 +404,29 @@ def parser() -> argparse.ArgumentParser:
                 "KEY=VALUE arguments override the resolved config (train.batch_size=1024 "
                 "linear.epochs=90 runtime.num_workers=10); harness config METHOD lists every key"
             )
+
+    bench = sub.add_parser("bench", help="benchmarks: ratios measured in one run")
+    bench = bench.add_subparsers(dest="bench_cmd", required=True)
+    s = bench.add_parser(
+        "step",
+        help="training steps of methods interleaved in one process: median time, img/s, "
+        "peak memory, TFLOP/s, MFU, ratio to the first",
+    )
+    s.add_argument(
+        "methods", help="comma-separated, the first is the baseline (moco_v3,moco_v3+ser)"
+    )
+    s.add_argument("--preset", default="paper")
+    s.add_argument("--steps", type=int, default=10, help="timed steps per method (median)")
+    s.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
+    s.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="peak TFLOP/s of the device for MFU (default: the --profile's gpu_tflops)",
+    )
+    s.add_argument("--profile", help="slurm/<NAME>.yaml or a path, for gpu_tflops")
+    s.add_argument("--results", default=DEFAULT_RESULTS, help="JSON goes to RESULTS/bench/")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_bench_step, takes_overrides=True)
 
     d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("synth", help="write the synthetic ImageFolder set")

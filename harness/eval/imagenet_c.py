@@ -7,10 +7,9 @@ from pathlib import Path
 
 import torch
 
-from harness.data import ImageFolderDataset
 from harness.data.readers import CORRUPTIONS, ImageNetC
-from harness.eval.features import eval_backbone, extract
-from harness.eval.imagenet_head import imagenet_head
+from harness.eval.features import extract
+from harness.eval.imagenet_head import head_and_backbone
 from harness.eval.metrics import topk
 from harness.eval.robustness import imagenet_c_summary
 from harness.eval.transforms import eval_transform
@@ -20,18 +19,12 @@ from harness.eval.transforms import eval_transform
 VERSION = 1
 
 
-def _head_and_backbone(run_dir, data_root, cfg, quiet):
-    head = imagenet_head(run_dir, data_root, cfg, quiet)
-    backbone, device = eval_backbone(run_dir)
-    return head, backbone, device, ImageFolderDataset(data_root, "train").classes
-
-
 def imagenet_c(run_dir: Path, data_root: Path, cfg: dict, root: Path, quiet: bool = False) -> dict:
     """Top-1/top-5 per corruption (mean over severities 1–5) and their average, plus mCE
     (spec/evals.md §2.4). A missing corruption or severity stops before any number."""
     lc = cfg["linear"]
     tf = eval_transform(cfg["model"]["img_size"], lc["resize"])
-    head, backbone, device, classes = _head_and_backbone(run_dir, data_root, cfg, quiet)
+    head, backbone, device, classes = head_and_backbone(run_dir, data_root, cfg, quiet)
     sets = ImageNetC.suite(root, CORRUPTIONS, classes=classes, transform=tf)
     top1, top5 = defaultdict(list), defaultdict(list)
     for (c, s), reader in sorted(sets.items()):

@@ -86,3 +86,11 @@ def _fit_augmented(backbone, train, n_classes, lc, seed, device, workers, quiet)
         device,
         quiet,
     )
+
+
+def head_and_backbone(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False):
+    """What every column read with the ImageNet head needs: the head, the frozen backbone, its
+    device and ImageNet's class list (the head's label space)."""
+    head = imagenet_head(run_dir, data_root, cfg, quiet)
+    backbone, device = eval_backbone(run_dir)
+    return head, backbone, device, ImageFolderDataset(data_root, "train").classes

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import torch
 
-from harness.data import ImageFolderDataset
 from harness.data.readers import PERTURBATIONS, ImageNetP
-from harness.eval.features import eval_backbone
-from harness.eval.imagenet_head import imagenet_head
+from harness.eval.imagenet_head import head_and_backbone
 from harness.eval.robustness import imagenet_p_metrics
 from harness.eval.transforms import eval_transform
 
@@ -18,18 +16,12 @@ from harness.eval.transforms import eval_transform
 VERSION = 1
 
 
-def _head_and_backbone(run_dir, data_root, cfg, quiet):
-    head = imagenet_head(run_dir, data_root, cfg, quiet)
-    backbone, device = eval_backbone(run_dir)
-    return head, backbone, device, ImageFolderDataset(data_root, "train").classes
-
-
 def imagenet_p(run_dir: Path, data_root: Path, cfg: dict, root: Path, quiet: bool = False) -> dict:
     """Per perturbation: top-1/top-5 over all frames, flip probability and top-5 distance as
     the official code computes them (§3.3–3.4); "avg/…" over the 14 perturbations."""
     lc = cfg["linear"]
     tf = eval_transform(cfg["model"]["img_size"], lc["resize"])
-    head, backbone, device, classes = _head_and_backbone(run_dir, data_root, cfg, quiet)
+    head, backbone, device, classes = head_and_backbone(run_dir, data_root, cfg, quiet)
     sets = ImageNetP.suite(root, PERTURBATIONS, classes=classes, transform=tf)
     out: dict = {}
     for p, reader in sets.items():

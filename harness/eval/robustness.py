@@ -12,26 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from harness.data.readers.imagenet_c import CORRUPTIONS  # the 15 of mCE, in canonical order
 from harness.eval.metrics import topk
-
-CORRUPTIONS = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "frost",
-    "fog",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-)
-EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 
 # AlexNet top-1 error per corruption and severity 1..5 (fractions); CE divides by their mean.
 ALEXNET_ERR_BY_SEVERITY = {
@@ -71,23 +53,6 @@ ALEXNET_ERR = {
 # AlexNet's clean top-1 error for relative mCE. Second-hand (spec §2.4 marks relative mCE
 # NOT VERIFIED): the value google-research/robustness_metrics uses in reports/imagenet.py.
 ALEXNET_CLEAN_ERR = 0.4348
-
-PERTURBATIONS = (
-    "gaussian_noise",
-    "shot_noise",
-    "speckle_noise",
-    "motion_blur",
-    "zoom_blur",
-    "gaussian_blur",
-    "snow",
-    "spatter",
-    "brightness",
-    "translate",
-    "rotate",
-    "tilt",
-    "scale",
-    "shear",
-)
 
 
 def _mean(xs) -> float:

@@ -61,7 +61,7 @@ def _gpus(shape: dict) -> int:
 
 
 def estimate(jobs, preset: str, profile: dict, step_time: float | None = None) -> list[dict]:
-    from harness.tools.flops import step_flops
+    from harness.tools.flops import config_step_flops
 
     tflops = profile.get("gpu_tflops")
     if not tflops and not step_time:
@@ -89,7 +89,7 @@ def estimate(jobs, preset: str, profile: dict, step_time: float | None = None) -
                 hours, basis = steps * step_time / 3600, f"{steps} steps × {step_time:g} s"
             else:
                 per_gpu = max(1, tr["batch_size"] // gpus)
-                flops = step_flops(j.cfg["method"], preset, per_gpu) * tr["batch_size"] * steps
+                flops = config_step_flops(j.cfg, per_gpu) * tr["batch_size"] * steps
                 hours = flops / (rate * gpus) / 3600
                 basis = f"{flops / 1e18:.1f} EFLOP at {util:.0%} of {tflops:g} TFLOP/s"
         else:

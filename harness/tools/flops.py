@@ -55,6 +55,12 @@ def step_flops(
 ) -> float:
     """Training FLOPs (forward + backward) of one step, per image, without real data."""
     cfg = C.resolve(method_name, preset, overrides=[*overrides, f"train.batch_size={batch_size}"])
+    return config_step_flops(cfg, batch_size)
+
+
+def config_step_flops(cfg: dict, batch_size: int) -> float:
+    """``step_flops`` of a resolved config (a planned job's, overrides included)."""
+    cfg = {**cfg, "train": {**cfg["train"], "batch_size": batch_size}}
     with torch.device("meta"):
         method = C.build_method(cfg).train()
     batch = _meta_batch(method, cfg, batch_size)

@@ -70,6 +70,38 @@ def _set_rng_state(states: list[dict] | dict) -> None:
         )
 
 
+def make_optimizer(method, device: torch.device):
+    """AdamW over the method's parameter groups (lr and decay are set every step), fused on
+    CUDA; and the groups' specs (lr scale, weight decay)."""
+    groups = method.param_groups()
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW([dict(g) for g in groups], lr=0.0, **fused), groups
+
+
+def train_step(method, opt, groups, batch, progress: Progress, lr: float, amp, guard=None):
+    """One optimisation step on a batch already on the device: schedules, forward under
+    ``amp`` (autocast kwargs or None), ``guard(loss)`` before anything is updated, backward,
+    the gradient average across ranks, the method's clipping, the optimiser and the method's
+    after-step (EMA, centre). Returns the loss and its terms, as tensors."""
+    for g, spec in zip(opt.param_groups, groups):
+        g["lr"] = lr * spec["lr_scale"]
+        g["weight_decay"] = method.weight_decay(progress, spec)
+    method.train()
+    method.before_step(progress)
+    with torch.autocast(**amp) if amp else contextlib.nullcontext():
+        terms = method.training_step(batch, progress)
+    loss = sum(terms.values())
+    if guard:
+        guard(loss)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    dist.average_gradients(method.trainable_parameters())
+    method.clip_gradients(progress)
+    opt.step()
+    method.after_step(progress)
+    return loss, terms
+
+
 def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = None) -> dict:
     """Train ``cfg`` in ``run_dir`` (resuming from its checkpoint); ``stop_at`` ends early."""
     rt = cfg.get("runtime", {})
@@ -107,8 +139,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     if tr.get("max_steps"):
         total = min(total, tr["max_steps"])
 
-    groups = method.param_groups()
-    opt = torch.optim.AdamW([dict(g) for g in groups], lr=0.0)
+    opt, groups = make_optimizer(method, device)
     ckpt_path = run_dir / "checkpoint.pt"
     start = 0
     if ckpt_path.exists():
@@ -150,26 +181,16 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         for it, batch in zip(range(start, end), loader):
             progress = Progress(it, total, spe)
             lr = lr_at(cfg["recipe"], it, total, spe, tr["batch_size"])
-            for g, spec in zip(opt.param_groups, groups):
-                g["lr"] = lr * spec["lr_scale"]
-                g["weight_decay"] = method.weight_decay(progress, spec)
-            method.train()
-            method.before_step(progress)
+
+            def finite(loss, it=it):
+                if not torch.isfinite(loss):
+                    raise HarnessError(
+                        f"loss became {loss.item()} at step {it}: lower the lr "
+                        f"(recipe base_lr={cfg['recipe']['base_lr']}) or check the data"
+                    )
+
             batch = to_device(batch, device)
-            with torch.autocast(**amp) if amp else contextlib.nullcontext():
-                terms = method.training_step(batch, progress)
-            loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                raise HarnessError(
-                    f"loss became {loss.item()} at step {it}: lower the lr "
-                    f"(recipe base_lr={cfg['recipe']['base_lr']}) or check the data"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            dist.average_gradients(method.trainable_parameters())
-            method.clip_gradients(progress)
-            opt.step()
-            method.after_step(progress)
+            loss, terms = train_step(method, opt, groups, batch, progress, lr, amp, finite)
             row = {
                 "step": it + 1,
                 "lr": lr,
