@@ -10,4 +10,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
 
+import pytest  # noqa: E402
+
 from tests.slurm_fixture import local_slurm  # noqa: E402,F401
+
+
+@pytest.fixture(scope="module")
+def micro_data(tmp_path_factory):
+    """(results root, the micro preset's synthetic ImageFolder under it), written once per module."""
+    from harness import config as C
+
+    root = tmp_path_factory.mktemp("res")
+    cfg = C.resolve("moco_v3", "micro")
+    d = C.data_root(cfg, root)
+    C.ensure_data(cfg, d)
+    return root, d

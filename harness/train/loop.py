@@ -20,13 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from harness.config import build_method, run_id, write_config
+from harness.config import build_method, config_hash, run_id, write_config
 from harness.data import ImageFolderDataset
 from harness.data.batches import PretrainBatches, build_policy, to_device
 from harness.errors import HarnessError
 from harness.io import save_torch, write_json
 from harness.parallel import dist
 from harness.parallel.global_bn import global_batchnorm
+from harness.provenance import code_version
 from harness.schedule import Progress, cosine
 from harness.train import tracking
 from harness.train.preempt import Preemption, quiet_worker
@@ -241,6 +242,8 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         "seconds": time.time() - t0,
         "method": cfg["method"],
         "preset": cfg["preset"],
+        "config_hash": config_hash(cfg),
+        "code": code_version(),  # the code that trained it
     }
     if done and lead:
         write_json(run_dir / "pretrain.json", summary)

@@ -14,12 +14,8 @@ SPY_DIR = "HARNESS_TEST_WORKER_DIR"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("res")
-    cfg = C.resolve("moco_v3", "micro")
-    d = C.data_root(cfg, root)
-    C.ensure_data(cfg, d)
-    return d
+def data(micro_data):
+    return micro_data[1]
 
 
 def _spy_worker(worker_id: int) -> None:

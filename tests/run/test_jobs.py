@@ -156,6 +156,8 @@ def test_jobs_execute_from_what_they_carry(tmp_path, monkeypatch):
         jobs.execute(j)
     recs = [json.loads((tmp_path / j.result).read_text()) for j in plan if j.kind == "eval"]
     assert {r["evaluation"] for r in recs} == {"mlp", "finetune", "knn"}
+    pre = json.loads((tmp_path / plan[0].result).read_text())
+    assert pre["code"]["version"] and pre["code"]["commit"]  # the code that trained it
     for r in recs:
         assert r["code"]["version"] and r["code"]["commit"]  # the code that computed it
         assert r["eval_spec"]["version"] >= 1

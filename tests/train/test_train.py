@@ -10,12 +10,8 @@ from harness.train import lr_at, pretrain
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("res")
-    cfg = C.resolve("moco_v3", "micro")
-    d = C.data_root(cfg, root)
-    C.ensure_data(cfg, d)
-    return root, d
+def data(micro_data):
+    return micro_data
 
 
 def _weights(run_dir: Path) -> dict:
