@@ -205,7 +205,7 @@ def test_run_hands_overrides_and_runtime_to_the_plan(monkeypatch, tmp_path, caps
     assert main([*argv, "--cluster", "slurm", "--profile", "example", *over]) == 0
     assert seen["runtime"]["num_workers"] == 8 and seen["runtime"]["ckpt_every"] == 7
     assert main([*argv, "--cluster", "slurm", "--profile", "example", "runtime.num_workers=2"]) == 0
-    assert seen["runtime"]["num_workers"] == 2 and seen["runtime"]["ckpt_every"] == 1000
+    assert seen["runtime"]["num_workers"] == 2 and seen["runtime"]["ckpt_every"] is None
     capsys.readouterr()
 
 

@@ -35,11 +35,12 @@ from methods.registry import parse, view_policy
 
 # Where and how a run executes; never hashed. None means "the job decides": num_workers 0 on
 # the debug and local clusters, the profile's on Slurm (its ``runtime:`` mapping, else
-# cpus_per_task - 1); threads torch's default; a checkpoint every quarter of the run.
+# cpus_per_task - 1); threads torch's default; checkpoints every ckpt_minutes of training.
 RUNTIME: dict[str, Any] = {
     "num_workers": None,  # pretraining DataLoader workers per process
     "threads": None,  # torch threads per process
-    "ckpt_every": None,  # steps between checkpoints
+    "ckpt_every": None,  # steps between checkpoints (besides ckpt_minutes)
+    "ckpt_minutes": 30.0,  # minutes of training between checkpoints (0: only end/preemption)
     "quiet": False,  # no progress bars
     "wandb": False,  # log to wandb (offline unless WANDB_MODE says otherwise)
     "results_dir": None,
@@ -60,7 +61,13 @@ OPTIONAL: dict[str, type] = {
     "runtime.data_root": str,
 }
 # Counts that cannot be negative.
-COUNTS = ("runtime.num_workers", "runtime.threads", "runtime.ckpt_every", "train.max_steps")
+COUNTS = (
+    "runtime.num_workers",
+    "runtime.threads",
+    "runtime.ckpt_every",
+    "runtime.ckpt_minutes",
+    "train.max_steps",
+)
 # Sections left out of the run's hash.
 UNHASHED = ("runtime", *EVALUATIONS)
 # Top-level entries no override may set, and where they are set instead.

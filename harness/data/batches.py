@@ -57,12 +57,18 @@ class PretrainBatches(Dataset):
             probe = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:64]
             policy.fit_stats([images[int(i)][0].size for i in probe])
 
+    def order(self, epoch: int) -> torch.Tensor:
+        """The epoch's image order, drawn once per epoch in each process (a permutation of
+        1.28M indices takes ~12 ms: not something to redo every step)."""
+        cached = getattr(self, "_order", None)
+        if cached is None or cached[0] != epoch:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
+            self._order = cached = (epoch, torch.randperm(len(self.images), generator=gen))
+        return cached[1]
+
     def __getitem__(self, step: int) -> dict:
         epoch, b = divmod(step, self.steps_per_epoch)
-        order = torch.randperm(
-            len(self.images),
-            generator=torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch)),
-        )
+        order = self.order(epoch)
         start = b * self.global_batch + self.rank * self.local_batch
         idx = order[start : start + self.local_batch].tolist()
         images = [self.images[i][0] for i in idx]

@@ -165,7 +165,11 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         persistent_workers=False,
     )
     amp = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
-    ckpt_every = rt.get("ckpt_every") or max(1, total // 4)
+    # A checkpoint every ``ckpt_minutes`` of training (and every ``ckpt_every`` steps when
+    # set), at the end and on a preemption warning: a node lost without warning costs at most
+    # that much, and short runs are not written over and over.
+    ckpt_every = rt.get("ckpt_every")
+    ckpt_seconds = 60 * (rt.get("ckpt_minutes") or 0)
     end = total if stop_at is None else min(stop_at, total)
     bar = tqdm(
         total=total,
@@ -178,6 +182,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     if start and lead:
         _event(run_dir, "resumed", start)
     t0, it = time.time(), start
+    saved_at = t0
     with open(log_path if lead else os.devnull, "a") as log, Preemption() as warning:
         for it, batch in zip(range(start, end), loader):
             progress = Progress(it, total, spe)
@@ -211,8 +216,13 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             # Warned of preemption or the time limit: save this step, then requeue.
-            stop = it + 1 < end and warning.requested()
-            if (it + 1) % ckpt_every == 0 or it + 1 == end or stop:
+            due = bool(ckpt_seconds) and time.time() - saved_at >= ckpt_seconds
+            # One decision for every rank (rank 0's clock, any rank's warning).
+            warned, due = warning.poll(due)
+            stop = it + 1 < end and warned
+            every = bool(ckpt_every) and (it + 1) % ckpt_every == 0
+            if every or due or it + 1 == end or stop:
+                saved_at = time.time()
                 rng = _rng_states()  # every rank takes part; rank 0 writes
                 if lead:
                     save_torch(

@@ -42,12 +42,19 @@ class Preemption:
 
     def requested(self) -> bool:
         """True on every rank once any rank was warned (all ranks stop at the same step)."""
-        flag = float(self.signum is not None)
+        return self.poll(False)[0]
+
+    def poll(self, due: bool) -> tuple[bool, bool]:
+        """(warned on any rank, ``due`` on rank 0), the same on every rank: one reduction per
+        step serves both the preemption warning and the time-based checkpoint."""
+        flags = [float(self.signum is not None), float(due)]
         if dist.is_dist():
-            t = torch.tensor([flag], device="cuda" if torch.cuda.is_available() else "cpu")
+            if dist.rank() != 0:
+                flags[1] = 0.0  # rank 0's clock decides; ranks' clocks differ
+            t = torch.tensor(flags, device="cuda" if torch.cuda.is_available() else "cpu")
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flag = float(t.item())
-        return flag > 0
+            flags = t.tolist()
+        return flags[0] > 0, flags[1] > 0
 
     def hand_over(self) -> None:
         """After the checkpoint is saved: let submitit requeue (rank 0) and leave."""

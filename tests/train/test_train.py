@@ -61,3 +61,32 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(r, 100, 100, 10, 512) == pytest.approx(1e-6)
     r = {"base_lr": 1e-4, "lr_batch_scaling": True, "warmup_epochs": 0, "min_lr_frac": 0.001}
     assert lr_at(r, 100, 100, 10, 256) == pytest.approx(1e-7)
+
+
+def test_checkpoints_by_time_and_by_steps_not_every_quarter(data, tmp_path, monkeypatch):
+    from harness.train import loop
+
+    root, d = data
+    writes = []
+    real_save = loop.save_torch
+    monkeypatch.setattr(
+        loop, "save_torch", lambda p, obj: writes.append(obj["step"]) or real_save(p, obj)
+    )
+
+    def run(tag, **rt):
+        writes.clear()
+        cfg = C.with_runtime(C.resolve("moco_v3", "micro", max_steps=4), quiet=True, **rt)
+        pretrain(cfg, tmp_path / tag, d)
+        return list(writes)
+
+    assert run("end", ckpt_minutes=0) == [4]  # a short run: only its end
+    assert run("steps", ckpt_minutes=0, ckpt_every=2) == [2, 4]
+    clock = iter(range(0, 10_000, 61))  # every reading a minute later
+
+    class Clock:
+        @staticmethod
+        def time():
+            return float(next(clock))
+
+    monkeypatch.setattr(loop, "time", Clock)
+    assert run("minutes", ckpt_minutes=1) == [1, 2, 3, 4]
