@@ -6,6 +6,7 @@ ImageNet head, transforms) and the bottom (metrics, heads on tensors)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from harness.errors import HarnessError
@@ -28,6 +29,7 @@ def _transfer(dataset: str) -> Callable:
     def evaluate(run_dir, data_root, cfg, dataset_root=None, quiet=False):
         return transfer.with_imagenet_head(run_dir, data_root, cfg, dataset, dataset_root, quiet)
 
+    evaluate.__module__ = transfer.__name__  # its math, and so its VERSION, are transfer's
     return evaluate
 
 
@@ -46,19 +48,6 @@ EVALUATORS: dict[tuple[str, str], Callable] = {
     ("tsne", "imagenet_c"): tsne.run_tsne,
 }
 EVALUATIONS = sorted({e for e, _ in EVALUATORS})
-# The math of an evaluation lives in its leaf module; its ``VERSION`` enters the result hash.
-_MODULES = {
-    linear.linear_probe: linear,
-    imagenet_c.imagenet_c: imagenet_c,
-    imagenet_p.imagenet_p: imagenet_p,
-    iebench.iebench_linear: iebench,
-    knn.knn_eval: knn,
-    mlp.run_mlp_probe: mlp,
-    finetune.run_finetune: finetune,
-    equivariance.run_equivariance: equivariance,
-    transform_probe.run_transform_probe: transform_probe,
-    tsne.run_tsne: tsne,
-}
 
 
 def evaluator(evaluation: str, dataset: str) -> Callable:
@@ -77,5 +66,6 @@ def evaluator(evaluation: str, dataset: str) -> Callable:
 
 
 def evaluator_version(evaluation: str, dataset: str) -> int:
-    fn = evaluator(evaluation, dataset)
-    return _MODULES.get(fn, transfer).VERSION
+    """The ``VERSION`` of the leaf module whose math the evaluation is; it enters the result
+    hash."""
+    return sys.modules[evaluator(evaluation, dataset).__module__].VERSION

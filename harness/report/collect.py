@@ -15,9 +15,10 @@ from harness.report.tables import render_table
 from harness.run import jobs
 
 
-def table_results(spec, preset: str, results_dir: Path, overrides=()) -> pd.DataFrame:
+def table_results(plan: list) -> pd.DataFrame:
+    """One row per (method, dataset, metric) of the results a table's planned jobs wrote."""
     rows = []
-    for rec in jobs.load_results(jobs.plan(spec, preset, results_dir, overrides=overrides)):
+    for rec in jobs.load_results(plan):
         for metric, value in rec["metrics"].items():
             # "fog/top1" from the imagenet_c job is column (imagenet_c/fog, top1).
             sub, _, name = metric.rpartition("/")
@@ -63,7 +64,7 @@ def report(
                 if records:
                     written += render_figure(spec, records, where, ctx)
                 continue
-            df = table_results(spec, p, results_dir, overrides)
+            df = table_results(plan)
             if df.empty:
                 continue
             paths = render_table(spec, df, where, ctx)
