@@ -107,7 +107,7 @@ def cmd_plan(a) -> int:
     if a.utilization is not None:
         profile["utilization"] = a.utilization
     for name, plan in _planned(a):
-        rows = estimate.estimate(plan, a.preset, profile, a.step_time)
+        rows = estimate.estimate(plan, a.preset, profile, a.step_time, a.loader_img_s)
         gpu = profile.get("gpu_name") or "GPU"
         print(
             estimate.render(
@@ -254,6 +254,18 @@ def cmd_bench_step(a) -> int:
     return 0
 
 
+def cmd_bench_loader(a) -> int:
+    from harness.bench.loader import bench_loader, render
+    from harness.bench.step import save
+
+    r = bench_loader(
+        a.method, a.preset, Path(a.data_root), a.overrides, a.workers, a.batch, a.rounds, a.seed
+    )
+    print(render(r))
+    print(save(r, Path(a.results)))
+    return 0
+
+
 def cmd_data_synth(a) -> int:
     from harness.data.synthetic import generate
 
@@ -285,7 +297,13 @@ def cmd_data_check(a) -> int:
 def cmd_data_fixtures(a) -> int:
     from harness.data.fixtures import Config, write_fixtures
 
-    cfg = Config(seed=a.seed, n_classes=a.classes, size=a.size)
+    cfg = Config(
+        seed=a.seed,
+        n_classes=a.classes,
+        size=a.size,
+        jpeg_train_per_class=a.jpeg_train_per_class,
+        jpeg_val_per_class=a.jpeg_val_per_class,
+    )
     for name, root in write_fixtures(Path(a.out), cfg, only=a.only, force=a.force).items():
         print(f"{name}\t{root}")
     return 0
@@ -359,6 +377,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="fraction of peak FLOP/s reached (default: the profile's, else 0.4)",
     )
+    r.add_argument(
+        "--loader-img-s",
+        type=float,
+        help="source images/s one loader worker delivers (harness bench loader): flags jobs "
+        "the profile's workers cannot feed and prices them at the loader's rate",
+    )
     r.set_defaults(fn=cmd_plan, takes_overrides=True)
 
     r = sub.add_parser("report", help="render tables from the results present")
@@ -427,6 +451,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default=DEFAULT_RESULTS, help="JSON goes to RESULTS/bench/")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_bench_step, takes_overrides=True)
+    s = bench.add_parser(
+        "loader",
+        help="source images/s per loader worker: decode ceiling, plain torchvision, the split "
+        "pipeline's CPU and device parts, the full CPU pipeline",
+    )
+    s.add_argument("method", help="e.g. moco_v3 or dino+ser (its view policy is measured)")
+    s.add_argument("--preset", default="paper")
+    s.add_argument("--data-root", required=True, help="an ImageFolder tree with train/")
+    s.add_argument(
+        "--workers",
+        type=int,
+        help="also time the DataLoader with N workers (default: the cores minus one; 0: skip)",
+    )
+    s.add_argument("--batch", type=int, default=64, help="images per batch (one rank's)")
+    s.add_argument("--rounds", type=int, default=3, help="timed rounds per part (median)")
+    s.add_argument("--results", default=DEFAULT_RESULTS, help="JSON goes to RESULTS/bench/")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_bench_loader, takes_overrides=True)
 
     d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("synth", help="write the synthetic ImageFolder set")
@@ -454,6 +496,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--classes", type=int, default=10)
     s.add_argument("--size", type=int, default=32)
+    s.add_argument(
+        "--jpeg-train-per-class",
+        type=int,
+        default=4,
+        help="imagenet_jpeg: photo-sized JPEGs per class in train/",
+    )
+    s.add_argument(
+        "--jpeg-val-per-class", type=int, default=2, help="imagenet_jpeg: per class in val/"
+    )
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_data_fixtures)
     return p

@@ -15,6 +15,14 @@ import pytest  # noqa: E402
 from tests.slurm_fixture import local_slurm  # noqa: E402,F401
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _harness_cache(tmp_path_factory):
+    """Caches (the file index) go to a folder of this test session, never ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HARNESS_CACHE", str(tmp_path_factory.mktemp("harness-cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def micro_data(tmp_path_factory):
     """(results root, the micro preset's synthetic ImageFolder under it), written once per module."""
@@ -25,3 +33,19 @@ def micro_data(tmp_path_factory):
     d = C.data_root(cfg, root)
     C.ensure_data(cfg, d)
     return root, d
+
+
+@pytest.fixture(scope="session")
+def imagenet_jpeg(tmp_path_factory):
+    """The `imagenet_jpeg` fixture tree (photo-sized JPEGs under real wnids), written once per
+    test session. Under xdist the workers share the run's base folder: the generator writes in
+    a temporary folder and renames it into place, so a worker that loses the race keeps the
+    other's identical tree."""
+    from harness.data import fixtures as fx
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this run's folder, above every worker's own
+    return fx.write_fixtures(base / "fixtures-shared", fx.Config(), only=["imagenet_jpeg"])[
+        "imagenet_jpeg"
+    ]

@@ -27,7 +27,7 @@ from harness.provenance import code_version
 from harness.schedule import Progress
 from harness.tools.audit import random_batch
 from harness.tools.flops import config_step_flops
-from harness.train.loop import lr_at, make_optimizer, train_step
+from harness.train.loop import compile_backbones, lr_at, make_optimizer, train_step
 
 
 def _sync(device: torch.device) -> None:
@@ -63,6 +63,8 @@ def bench_step(
         cfg = C.resolve(name, preset, seed, overrides=overrides)
         torch.manual_seed(seed)
         method = C.build_method(cfg).to(device)
+        if cfg["runtime"].get("compile"):  # runtime.compile=true: as the pretraining loop does
+            compile_backbones(method)
         opt, groups = make_optimizer(method, device)
         batch = to_device(random_batch(method, cfg, seed, world=1), device)
         b = cfg["train"]["batch_size"]

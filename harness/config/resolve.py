@@ -33,14 +33,20 @@ from harness.errors import HarnessError
 from harness.io import _atomic
 from methods.registry import parse, view_policy
 
-# Where and how a run executes; never hashed. None means "the job decides": num_workers 0 on
-# the debug and local clusters, the profile's on Slurm (its ``runtime:`` mapping, else
-# cpus_per_task - 1); threads torch's default; checkpoints every ckpt_minutes of training.
+# Where and how a run executes; never hashed. None means "the job decides": num_workers the
+# profile's on Slurm (its ``runtime:`` mapping, else cpus_per_task - 1), elsewhere the cores
+# the process may use minus one (its CPU affinity shared among torchrun's local ranks or the
+# node's Slurm tasks; ``harness.data.loading.default_workers``); threads torch's default;
+# checkpoints every ckpt_minutes of training.
 RUNTIME: dict[str, Any] = {
-    "num_workers": None,  # pretraining DataLoader workers per process
+    "num_workers": None,  # DataLoader workers per process (pretraining and every evaluation)
     "threads": None,  # torch threads per process
     "ckpt_every": None,  # steps between checkpoints (besides ckpt_minutes)
     "ckpt_minutes": 30.0,  # minutes of training between checkpoints (0: only end/preemption)
+    "gpu_augment": None,  # photometric augmentation batched on the GPU (None: when CUDA is there)
+    "log_every": 20,  # steps between reading the loss back from the device (log, bar, NaN check)
+    "compile": False,  # torch.compile the backbone
+    "tf32": True,  # TF32 matmuls/convolutions on CUDA (bf16 autocast covers most of the step)
     "quiet": False,  # no progress bars
     "wandb": False,  # log to wandb (offline unless WANDB_MODE says otherwise)
     "results_dir": None,
@@ -54,6 +60,7 @@ OPTIONAL: dict[str, type] = {
     "finetune.clip_grad": float,
     "finetune.auto_augment": str,
     "runtime.num_workers": int,
+    "runtime.gpu_augment": bool,
     "runtime.threads": int,
     "runtime.ckpt_every": int,
     "runtime.wandb": bool,
@@ -66,6 +73,7 @@ COUNTS = (
     "runtime.threads",
     "runtime.ckpt_every",
     "runtime.ckpt_minutes",
+    "runtime.log_every",
     "train.max_steps",
 )
 # Sections left out of the run's hash.

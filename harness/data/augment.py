@@ -3,8 +3,10 @@
 AugSelf and EquiMod learn from the augmentation parameters, and STL applies one sampled
 transformation to two images, so a view is built in two steps: ``sample`` draws every
 parameter (in the order, and from the same torch RNG calls, as the equivalent torchvision
-``Compose`` — a test checks the images are identical), ``apply`` renders them. Parameters
-are a flat float vector with the named layout ``PARAMS``.
+``Compose``), ``apply`` renders them: the same images as that ``Compose``, except that the
+blur is separable (a value may round to the next uint8 level, rarely). Parameters are a flat
+float vector with the named layout ``PARAMS``. ``harness.data.photometric.render`` is the
+batched, device-side twin of ``photometric`` on the uint8 crops of ``crop_uint8``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 from torchvision.transforms import transforms as T
+
+from harness.data.blur import gaussian_blur
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BICUBIC, BILINEAR = InterpolationMode.BICUBIC, InterpolationMode.BILINEAR
@@ -126,6 +130,10 @@ class Pipeline:
         )
         return F.hflip(img) if p["flip"] else img
 
+    def crop_uint8(self, img, params: torch.Tensor) -> torch.Tensor:
+        """``crop`` as a uint8 [3, size, size] tensor: what workers hand to ``photometric.render``."""
+        return F.pil_to_tensor(self.crop(img, params))
+
     def photometric(self, img, params: torch.Tensor) -> torch.Tensor:
         p = decode(params)
         if p["jitter"]:
@@ -138,7 +146,7 @@ class Pipeline:
             img = F.rgb_to_grayscale(img, num_output_channels=3)
         if p["blur"]:
             k = blur_kernel(self.size)[0]
-            img = F.gaussian_blur(img, [k, k], [p["sigma"], p["sigma"]])
+            img = _blur_pil(img, k, p["sigma"])
         if p["solarize"]:
             img = F.solarize(img, 128)
         return F.normalize(F.to_tensor(img), MEAN, STD)
@@ -161,6 +169,13 @@ class Pipeline:
                 T.Normalize(MEAN, STD),
             ]
         )
+
+
+def _blur_pil(img, ksize: int, sigma: float):
+    """F.gaussian_blur on a PIL image (uint8 → float → blur → round → uint8), but separable:
+    the full k×k convolution was most of the loader's CPU time."""
+    x = gaussian_blur(F.pil_to_tensor(img)[None].float(), ksize, torch.tensor([sigma]))
+    return F.to_pil_image(x[0].round_().clamp_(0, 255).to(torch.uint8), mode=img.mode)
 
 
 def encode(p: dict) -> torch.Tensor:

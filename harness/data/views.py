@@ -15,6 +15,11 @@ SER's B2 images (the last ``n_equiv`` of a rank's batch) get, per pair of views,
 base crop, two photometric draws and a group element each (spec/ser.md §3–4). A batch is
 a pure function of its seed, so a resumed run sees exactly the batches an uninterrupted
 one would.
+
+With ``defer`` set (``runtime.gpu_augment``), workers stop after the geometric part: each view
+chunk is a dict of uint8 crops, their parameters and what follows the photometric part (SER's
+group action, E-SSL's rotations), and ``finish`` renders it batched on the training device.
+Parameters are drawn exactly as without it, so the two modes see the same augmentations.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
 
-from harness.data.augment import BILINEAR, Pipeline, clean, encode
+from harness.data.augment import BILINEAR, Pipeline, blur_kernel, clean, encode
+from harness.data.photometric import render
 from harness.errors import HarnessError
 from harness.model import group
 
@@ -98,6 +105,7 @@ class ViewPolicy:
     equiv: dict | None = None  # SER's {"ratio", "policy", "scale", "aspect"}
     standardise: bool = False  # emit standardised parameter vectors (EquiMod)
     stats: tuple | None = None  # (mean, std) of the parameter vectors, from fit_stats
+    defer: bool = False  # leave the photometric part to ``finish`` on the training device
 
     def __post_init__(self):
         if self.name not in POLICIES:
@@ -123,11 +131,16 @@ class ViewPolicy:
     def n_equiv(self, local_batch: int) -> int:
         if not self.equiv:
             return 0
-        n = round(self.equiv["ratio"] * local_batch)
+        r = self.equiv["ratio"]
+        n = round(r * local_batch)
         if n < 2:
+            fits = next((x for x in _RATIOS if round(x * local_batch) >= 2), None)
+            batch = next(b for b in range(local_batch, 1 << 20) if round(r * b) >= 2)
             raise HarnessError(
-                f"SER's equivariance subset has {n} image(s) per rank (r={self.equiv['ratio']}, "
-                f"batch {local_batch}); it needs ≥ 2: raise r with '+ser@r0.1' or the batch size"
+                f"SER's equivariance subset has {n} image(s) per rank (r={r}, batch "
+                f"{local_batch}); it needs ≥ 2: "
+                + (f"use '+ser@r{fits}' or " if fits else "")
+                + f"a per-rank batch of at least {batch}"
             )
         return n
 
@@ -163,11 +176,11 @@ class ViewPolicy:
             views, params = [], []
             for pipe in self.augs.globals:
                 p = self._global_params(pipe, b1)
-                views.append([torch.stack([pipe.apply(im, q) for im, q in zip(b1, p)])])
+                views.append([self._views(pipe, b1, p)])
                 params.append(torch.stack(p))
             pipe = self.augs.local
             for _ in range(self.n_local):
-                views.append([torch.stack([pipe.apply(im, pipe.sample(im)) for im in b1])])
+                views.append([self._views(pipe, b1, [pipe.sample(im) for im in b1])])
             batch = {"views": views, "n_global": 2, "params": params}
             if self.standardise and self.stats is not None:
                 mean, std = self.stats
@@ -176,15 +189,28 @@ class ViewPolicy:
                 batch["clean"] = torch.stack([self.augs.clean(im) for im in b1])
             if self.name == "rot4":
                 pipe = self.augs.rotated
-                crops = torch.stack([pipe.apply(im, pipe.sample(im)) for im in b1])
-                # Label k ⇔ torch.rot90(crop, k): every crop in all four rotations.
-                batch["rotated"] = torch.cat(
-                    [torch.rot90(crops, k, dims=(-2, -1)) for k in range(4)]
-                )
+                crops = self._views(pipe, b1, [pipe.sample(im) for im in b1], then=("rot4",))
+                batch["rotated"] = crops if self.defer else _rot4(crops)
                 batch["rot_labels"] = torch.arange(4).repeat_interleave(len(b1))
             if n2:
                 batch["equiv"] = {"chunk": 1, "pairs": self._equiv_pairs(views, b2, elements)}
         return batch
+
+    def _views(self, pipe: Pipeline, images: list, params: list, then=(), cropped=False):
+        """One chunk of a view: rendered, or (``defer``) uint8 crops and what ``finish`` needs;
+        ``cropped`` images (SER's shared base crops) only get the photometric part."""
+        if not self.defer:
+            return torch.stack([pipe.apply(im, p) for im, p in zip(images, params)])
+        if cropped:
+            crops = [F.pil_to_tensor(im) for im in images]
+        else:
+            crops = [pipe.crop_uint8(im, p) for im, p in zip(images, params)]
+        return {
+            "crops": torch.stack(crops),
+            "params": torch.stack(params),
+            "blur": blur_kernel(pipe.size)[0],
+            "then": then,
+        }
 
     def _global_params(self, pipe: Pipeline, images: list) -> list[torch.Tensor]:
         if self.name != "paired":
@@ -206,12 +232,43 @@ class ViewPolicy:
             pipes = self.augs.globals if a < 2 else (self.augs.local, self.augs.local)
             bases = [pipes[0].crop(im, encode(pipes[0].sample_geometric(im, {}))) for im in b2]
             for v, pipe, g in ((a, pipes[0], g_a), (b, pipes[1], g_b)):
-                x = torch.stack(
-                    [pipe.photometric(im, encode(pipe.sample_photometric({}))) for im in bases]
-                )
-                views[v].append(group.act_each(x, g, unit=self.augs.patch))
+                p = [encode(pipe.sample_photometric({})) for _ in bases]
+                if self.defer:
+                    act = ("act", g, self.augs.patch)
+                    views[v].append(self._views(pipe, bases, p, then=act, cropped=True))
+                else:
+                    x = torch.stack([pipe.photometric(im, q) for im, q in zip(bases, p)])
+                    views[v].append(group.act_each(x, g, unit=self.augs.patch))
             pairs.append((a, b, g_a, g_b))
         return pairs
+
+
+# SER ratios suggested when a rank's batch is too small for the one asked for.
+_RATIOS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0)
+
+
+def _rot4(crops: torch.Tensor) -> torch.Tensor:
+    # Label k ⇔ torch.rot90(crop, k): every crop in all four rotations.
+    return torch.cat([torch.rot90(crops, k, dims=(-2, -1)) for k in range(4)])
+
+
+def finish(batch: dict) -> dict:
+    """Render a deferred batch where it lies (the training device): each chunk's photometric
+    part batched, then what follows it. A batch rendered in the workers passes through."""
+
+    def done(chunk):
+        if not isinstance(chunk, dict):
+            return chunk
+        x = render(chunk["crops"], chunk["params"], chunk["blur"])
+        then = chunk["then"]
+        if then and then[0] == "act":
+            return group.act_each(x, then[1], unit=then[2])
+        return _rot4(x) if then else x
+
+    batch["views"] = [[done(c) for c in chunks] for chunks in batch["views"]]
+    if "rotated" in batch:
+        batch["rotated"] = done(batch["rotated"])
+    return batch
 
 
 def choose(requires, explicit: str | None = None) -> str:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from harness.data import ImageFolderDataset
+from harness.data.loading import loader_options
 from harness.eval.features import eval_backbone
 from harness.eval.transforms import eval_transform
 from harness.model.group import D4, Element
@@ -121,7 +122,12 @@ def run_equivariance(
     # An even spread over classes: ImageFolder lists images class by class.
     n = min(opts["n_images"], len(val))
     subset = Subset(val, [i * len(val) // n for i in range(n)])
-    loader = DataLoader(subset, batch_size=opts["batch_size"], shuffle=False)
+    loader = DataLoader(
+        subset,
+        batch_size=opts["batch_size"],
+        shuffle=False,
+        **loader_options(cfg.get("runtime"), device),
+    )
     grid = (size // patch, size // patch)
     out = {}
     depth = len(backbone.blocks)

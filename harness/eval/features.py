@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from harness.config import load_trained
 from harness.data import ImageFolderDataset
+from harness.data.loading import default_workers, loader_options
 from harness.eval.transforms import eval_transform
 from harness.io import save_torch
 
@@ -37,9 +38,22 @@ def eval_backbone(run_dir: Path, on: torch.device | None = None):
 
 
 @torch.no_grad()
-def extract(backbone, dataset, n_last: int, batch_size: int, device, desc: str, quiet=False):
+def extract(
+    backbone,
+    dataset,
+    n_last: int,
+    batch_size: int,
+    device,
+    desc: str,
+    quiet=False,
+    runtime: dict | None = None,
+):
+    """N×(n_last·D) final-LN [CLS] features and N labels, in the dataset's order, loaded with
+    the job's ``runtime`` workers (``harness.data.loading.loader_options``)."""
     feats, labels = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, **loader_options(runtime, device)
+    )
     for x, y in tqdm(loader, desc=desc, disable=quiet, leave=False):
         feats.append(backbone.features(x.to(device), n_last=n_last).float().cpu())
         labels.append(y)
@@ -71,12 +85,16 @@ def extract_features(
     device="cpu",
     quiet: bool = False,
     desc: str = "features",
+    runtime: dict | None = None,
 ) -> dict:
     """{"cls": N×(n_last·D) concatenated final-LN [CLS] (last block last), "labels": N,
-    "layers": {layer: N×D pooled tokens}} on the CPU."""
+    "layers": {layer: N×D pooled tokens}} on the CPU; loaded with the job's ``runtime``
+    workers."""
     layers = tuple(sorted(set(layers)))
     cls, labels, pooled = [], [], {l: [] for l in layers}
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, **loader_options(runtime, device)
+    )
     for x, y in tqdm(loader, desc=desc, disable=quiet, leave=False):
         out = backbone(x.to(device), taps=layers, n_last=n_last)
         cls.append(out.cls.float().cpu())
@@ -118,6 +136,7 @@ def cached_features(
     batch_size: int = 256,
     device="cpu",
     quiet: bool = False,
+    runtime: dict | None = None,
 ) -> dict:
     """``extract_features``, read from ``cache_dir`` when this exact extraction was done before.
 
@@ -131,16 +150,24 @@ def cached_features(
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
     feats = extract_features(
-        backbone, dataset, layers, n_last, batch_size, device, quiet, desc=f"{split} features"
+        backbone,
+        dataset,
+        layers,
+        n_last,
+        batch_size,
+        device,
+        quiet,
+        desc=f"{split} features",
+        runtime=runtime,
     )
     save_torch(path, feats)
     return feats
 
 
 def loader_workers(cfg: dict) -> int:
-    """DataLoader workers an evaluation may use: the job's ``runtime.num_workers`` (0 when
-    the job does not say, e.g. in tests)."""
-    return (cfg.get("runtime") or {}).get("num_workers") or 0
+    """DataLoader workers an evaluation may use: the job's ``runtime.num_workers``, else the
+    cores this process may use minus one (``harness.data.loading.default_workers``)."""
+    return default_workers(cfg.get("runtime"))
 
 
 def run_features(
@@ -168,6 +195,7 @@ def run_features(
             batch_size=lc["batch_size"],
             device=device,
             quiet=quiet,
+            runtime=cfg.get("runtime"),
         )
         f["n_classes"] = len(ds.classes)
         out.append(f)

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from harness.config.evaluations import EVALUATIONS
 from harness.data import ImageFolderDataset
-from harness.eval.features import eval_backbone, loader_workers
+from harness.data.loading import SeededDraws, loader_options
+from harness.eval.features import eval_backbone
 from harness.eval.metrics import topk
 from harness.model.backbone import Backbone
 
@@ -97,10 +98,14 @@ def _param_groups(model: nn.Module, weight_decay: float):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, batch_size: int, device, workers: int = 0) -> dict:
+def evaluate(
+    model: nn.Module, dataset, batch_size: int, device, runtime: dict | None = None
+) -> dict:
+    """Top-1/top-5 of ``model`` on ``dataset`` (in order), loaded with the job's ``runtime``
+    workers."""
     model.eval()
     logits, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+    for x, y in DataLoader(dataset, batch_size=batch_size, **loader_options(runtime, device)):
         logits.append(model(x.to(device)).float().cpu())
         labels.append(y)
     return topk(torch.cat(logits), torch.cat(labels))
@@ -114,12 +119,14 @@ def finetune(
     seed: int = 0,
     device="cpu",
     quiet: bool = True,
-    workers: int = 0,
+    runtime: dict | None = None,
     **recipe,
 ) -> dict:
     """Fine-tune a copy of ``backbone`` (the argument is left untouched) on ``train_set``
     (already transformed, e.g. by deit_transforms) and return val {"top1", "top5"} in percent
-    after the last epoch. ``recipe`` overrides FINETUNE_RECIPE."""
+    after the last epoch. ``recipe`` overrides FINETUNE_RECIPE; ``runtime`` (the job's) sizes
+    the loaders. The augmentations drawn depend on the number of workers (each seeds its own
+    stream); the shuffle order does not."""
     r = {**FINETUNE_RECIPE, **recipe}
     torch.manual_seed(seed)
     net = Backbone(dataclasses.replace(backbone.cfg, drop_path=r["drop_path"]))
@@ -155,17 +162,19 @@ def finetune(
         criterion = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
     # Mixup needs an even batch; DeiT drops the last partial batch as well.
+    draws = SeededDraws(train_set, seed)  # the same augmentations whatever the workers
     loader = DataLoader(
-        train_set,
+        draws,
         batch_size=r["batch_size"],
         shuffle=True,
         generator=g,
         drop_last=True,
-        num_workers=workers,
+        **loader_options(runtime, device),
     )
     amp = torch.device(device).type == "cuda"
     for epoch in tqdm(range(r["epochs"]), desc="fine-tune", disable=quiet, leave=False):
         sched.step(epoch)
+        draws.set_epoch(epoch)
         model.train()
         for x, y in loader:
             x, y = x.to(device), y.to(device)
@@ -178,7 +187,7 @@ def finetune(
             if r["clip_grad"]:
                 nn.utils.clip_grad_norm_(model.parameters(), r["clip_grad"])
             opt.step()
-    return evaluate(model, val_set, r["batch_size"], device, workers)
+    return evaluate(model, val_set, r["batch_size"], device, runtime)
 
 
 def run_finetune(
@@ -199,7 +208,7 @@ def run_finetune(
         seed=cfg.get("seed", 0),
         device=device,
         quiet=quiet,
-        workers=loader_workers(cfg),
+        runtime=cfg.get("runtime"),
         **r,
     )
     return {f"finetune_{k}": v for k, v in m.items()}

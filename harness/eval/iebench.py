@@ -45,7 +45,14 @@ def iebench_linear(
             root, name, transform=eval_transform(cfg["model"]["img_size"], lc["resize"])
         )
         x, y = extract(
-            backbone, reader, lc["n_last"], lc["batch_size"], device, f"3DIEBench {name}", quiet
+            backbone,
+            reader,
+            lc["n_last"],
+            lc["batch_size"],
+            device,
+            f"3DIEBench {name}",
+            quiet,
+            runtime=cfg.get("runtime"),
         )
         split[name] = _by_object(reader, x, y)
         n_classes = len(reader.classes)

@@ -28,7 +28,16 @@ def imagenet_c(run_dir: Path, data_root: Path, cfg: dict, root: Path, quiet: boo
     sets = ImageNetC.suite(root, CORRUPTIONS, classes=classes, transform=tf)
     top1, top5 = defaultdict(list), defaultdict(list)
     for (c, s), reader in sorted(sets.items()):
-        x, y = extract(backbone, reader, lc["n_last"], lc["batch_size"], device, f"{c}/{s}", quiet)
+        x, y = extract(
+            backbone,
+            reader,
+            lc["n_last"],
+            lc["batch_size"],
+            device,
+            f"{c}/{s}",
+            quiet,
+            runtime=cfg.get("runtime"),
+        )
         with torch.no_grad():
             m = topk(head(x.cpu()), y)
         top1[c].append(m["top1"])

@@ -5,6 +5,7 @@ reads its set with it, as the paper does."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from harness.data import ImageFolderDataset
-from harness.eval.features import checkpoint_id, eval_backbone, loader_workers, run_features
+from harness.data.loading import SeededDraws, loader_options
+from harness.eval.features import checkpoint_id, eval_backbone, run_features
 from harness.eval.heads import fit_linear, train_linear_head
 from harness.eval.transforms import train_transform
 from harness.io import save_torch
@@ -37,9 +39,8 @@ def imagenet_head(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False
         train = ImageFolderDataset(
             data_root, "train", transform=train_transform(cfg["model"]["img_size"])
         )
-        workers = loader_workers(cfg)
         head = _fit_augmented(
-            backbone, train, len(train.classes), lc, cfg["seed"], device, workers, quiet
+            backbone, train, len(train.classes), lc, cfg["seed"], device, cfg.get("runtime"), quiet
         )
     else:
         # Cached features, shared with the k-NN and MLP probes of the same checkpoint.
@@ -58,19 +59,23 @@ def imagenet_head(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False
     return head
 
 
-def _fit_augmented(backbone, train, n_classes, lc, seed, device, workers, quiet) -> nn.Linear:
-    """The paper recipe: fresh augmented features every epoch (GPU-scale)."""
+def _fit_augmented(backbone, train, n_classes, lc, seed, device, runtime, quiet) -> nn.Linear:
+    """The paper recipe: fresh augmented features every epoch (GPU-scale); each image's draw
+    is its own (SeededDraws), whatever the number of loader workers."""
     g = torch.Generator().manual_seed(seed)
+    draws = SeededDraws(train, seed)
+    epochs = itertools.count()
     loader = DataLoader(
-        train,
+        draws,
         batch_size=lc["batch_size"],
         shuffle=True,
         generator=g,
-        num_workers=workers,
         drop_last=False,
+        **loader_options(runtime, device),
     )
 
     def batches():
+        draws.set_epoch(next(epochs))
         for x, y in loader:
             with torch.no_grad():
                 yield backbone.features(x.to(device), n_last=lc["n_last"]).float(), y.to(device)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
+from harness.data.loading import loader_options
 from harness.data.readers import PERTURBATIONS, ImageNetP
 from harness.eval.imagenet_head import head_and_backbone
 from harness.eval.robustness import imagenet_p_metrics
@@ -26,7 +28,11 @@ def imagenet_p(run_dir: Path, data_root: Path, cfg: dict, root: Path, quiet: boo
     out: dict = {}
     for p, reader in sets.items():
         logits, labels = [], []
-        for frames, y in reader:
+        # One video per item (batch_size None), decoded by the job's workers, in order.
+        videos = DataLoader(
+            reader, batch_size=None, shuffle=False, **loader_options(cfg.get("runtime"), device)
+        )
+        for frames, y in videos:
             with torch.no_grad():
                 logits.append(
                     head(backbone.features(frames.to(device), n_last=lc["n_last"]).float().cpu())

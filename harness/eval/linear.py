@@ -34,7 +34,16 @@ def linear_probe(
     val = ImageFolderDataset(
         data_root, "val", transform=eval_transform(cfg["model"]["img_size"], lc["resize"])
     )
-    vx, vy = extract(backbone, val, lc["n_last"], lc["batch_size"], device, "val features", quiet)
+    vx, vy = extract(
+        backbone,
+        val,
+        lc["n_last"],
+        lc["batch_size"],
+        device,
+        "val features",
+        quiet,
+        runtime=cfg.get("runtime"),
+    )
     with torch.no_grad():
         metrics = topk(head(vx.cpu()), vy)
     metrics["n_val"] = len(val)

@@ -32,7 +32,14 @@ def with_imagenet_head(
     )
     backbone, device = eval_backbone(run_dir)
     x, y = extract(
-        backbone, reader, lc["n_last"], lc["batch_size"], device, f"{dataset} features", quiet
+        backbone,
+        reader,
+        lc["n_last"],
+        lc["batch_size"],
+        device,
+        f"{dataset} features",
+        quiet,
+        runtime=cfg.get("runtime"),
     )
     with torch.no_grad():
         logits = head(x.cpu())

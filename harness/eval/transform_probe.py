@@ -174,6 +174,7 @@ def run_transform_probe(
                     batch_size=opts["extract_batch"],
                     device=device,
                     quiet=quiet,
+                    runtime=cfg.get("runtime"),
                 )
                 feats[split][d] = f["layers"]
         scores = probe_layers(feats, layers, quiet, device, **recipe)

@@ -53,7 +53,16 @@ def run_tsne(
         ds = ImageFolderDataset(data_root, "val", transform=tf)
     idx, chosen = _pick(ds, opts["n_classes"], opts["per_class"], cfg["seed"])
     backbone, device = eval_backbone(run_dir)
-    x, y = extract(backbone, Subset(ds, idx), 1, lc["batch_size"], device, "t-SNE features", quiet)
+    x, y = extract(
+        backbone,
+        Subset(ds, idx),
+        1,
+        lc["batch_size"],
+        device,
+        "t-SNE features",
+        quiet,
+        runtime=cfg.get("runtime"),
+    )
     perplexity = min(opts["perplexity"], (len(x) - 1) / 3)
     pts = TSNE(2, perplexity=perplexity, init="pca", random_state=cfg["seed"]).fit_transform(
         x.numpy()

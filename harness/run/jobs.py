@@ -177,7 +177,9 @@ def default_runtime(cluster: str, results_dir: Path, data_root: str | None, **ex
         "data_root": data_root,
     }
     if cluster == "local":
-        # Jobs run side by side; one thread each keeps the machine from oversubscribing.
+        # Jobs run side by side, one per core: one thread and no loader workers each keeps
+        # the machine from oversubscribing.
         rt["threads"] = 1
+        rt["num_workers"] = 0
     rt.update({k: v for k, v in extra.items() if v is not None})
     return rt

@@ -60,7 +60,15 @@ def _gpus(shape: dict) -> int:
     return max(1, (shape.get("nodes") or 1) * per_node)
 
 
-def estimate(jobs, preset: str, profile: dict, step_time: float | None = None) -> list[dict]:
+def estimate(
+    jobs,
+    preset: str,
+    profile: dict,
+    step_time: float | None = None,
+    loader_img_s: float | None = None,
+) -> list[dict]:
+    """Hours per job. ``loader_img_s`` (source images/s one loader worker delivers, from
+    ``harness bench loader``) caps a pretraining at what the profile's workers can feed."""
     from harness.tools.flops import config_step_flops
 
     tflops = profile.get("gpu_tflops")
@@ -92,6 +100,16 @@ def estimate(jobs, preset: str, profile: dict, step_time: float | None = None) -
                 flops = config_step_flops(j.cfg, per_gpu) * tr["batch_size"] * steps
                 hours = flops / (rate * gpus) / 3600
                 basis = f"{flops / 1e18:.1f} EFLOP at {util:.0%} of {tflops:g} TFLOP/s"
+            if loader_img_s:
+                workers = max(1, (profile.get("runtime") or {}).get("num_workers") or 1)
+                fed = loader_img_s * workers  # images/s reaching one GPU
+                need = steps * tr["batch_size"] / gpus / (hours * 3600)
+                if fed < need:
+                    hours = steps * tr["batch_size"] / gpus / fed / 3600
+                    basis = (
+                        f"loader-bound: {workers} workers × {loader_img_s:g} img/s = {fed:.0f} "
+                        f"img/s per GPU, the GPU takes {need:.0f} ({basis})"
+                    )
         else:
             train_passes, set_passes, backward = PASSES[j.evaluation]
             if j.evaluation == "linear" and j.dataset != "imagenet":

@@ -42,7 +42,8 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "gpu_tflops": ((int, float), None),
     "utilization": ((int, float), 0.4),
     # Runtime settings of the jobs submitted with this profile (``runtime.*``, never hashed),
-    # e.g. num_workers; num_workers defaults to cpus_per_task - 1. The command line's
+    # e.g. num_workers; num_workers defaults to cpus_per_task - 1 (pretraining and evaluation
+    # loaders; without a profile a job takes its CPU affinity's cores - 1). The command line's
     # ``runtime.KEY=value`` overrides win.
     "runtime": ((dict,), {}),
 }

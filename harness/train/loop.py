@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import time
@@ -23,8 +24,11 @@ from tqdm import tqdm
 from harness.config import build_method, config_hash, run_id, write_config
 from harness.data import ImageFolderDataset
 from harness.data.batches import PretrainBatches, build_policy, to_device
+from harness.data.loading import loader_options
+from harness.data.views import finish
 from harness.errors import HarnessError
 from harness.io import save_torch, write_json
+from harness.model.backbone import Backbone
 from harness.parallel import dist
 from harness.parallel.global_bn import global_batchnorm
 from harness.provenance import code_version
@@ -79,6 +83,14 @@ def make_optimizer(method, device: torch.device):
     return torch.optim.AdamW([dict(g) for g in groups], lr=0.0, **fused), groups
 
 
+def compile_backbones(method) -> None:
+    """torch.compile every backbone of a method (online, momentum, teacher) in place
+    (nn.Module.compile): parameter names, hence checkpoints, stay the same."""
+    for m in method.modules():
+        if isinstance(m, Backbone):
+            m.compile()
+
+
 def train_step(method, opt, groups, batch, progress: Progress, lr: float, amp, guard=None):
     """One optimisation step on a batch already on the device: schedules, forward under
     ``amp`` (autocast kwargs or None), ``guard(loss)`` before anything is updated, backward,
@@ -123,10 +135,19 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     random.seed(cfg["seed"])
     np.random.seed(cfg["seed"])
 
+    if device.type == "cuda" and rt.get("tf32", True):
+        # Whatever bf16 autocast leaves in fp32 (losses, heads' norms) runs on tensor cores.
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
     method = build_method(cfg).to(device)
     # The specs' BatchNorms use global-batch statistics (SyncBatchNorm on CUDA, ours on CPU).
     method = global_batchnorm(method, device)
+    if rt.get("compile"):
+        compile_backbones(method)
     policy = build_policy(method, cfg)
+    gpu_augment = rt.get("gpu_augment")
+    # Workers decode and crop; the photometric part runs batched on the GPU (``finish``).
+    policy.defer = device.type == "cuda" if gpu_augment is None else bool(gpu_augment)
     tr = cfg["train"]
     images = ImageFolderDataset(data_root, "train")
     batches = PretrainBatches(images, policy, tr["batch_size"], cfg["seed"])
@@ -158,11 +179,9 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         batches,
         batch_size=None,
         sampler=range(start, total),
-        # Unset (None): no worker processes; a Slurm profile sets it (cpus_per_task - 1).
-        num_workers=rt.get("num_workers") or 0,
         generator=torch.Generator().manual_seed(0),  # keep global RNG untouched
         worker_init_fn=quiet_worker,
-        persistent_workers=False,
+        **loader_options(rt, device),
     )
     amp = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     # A checkpoint every ``ckpt_minutes`` of training (and every ``ckpt_every`` steps when
@@ -170,6 +189,9 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     # that much, and short runs are not written over and over.
     ckpt_every = rt.get("ckpt_every")
     ckpt_seconds = 60 * (rt.get("ckpt_minutes") or 0)
+    # The host reads the device every ``log_every`` steps only (and before any checkpoint):
+    # the losses of the window in one transfer, the preemption and time decisions with them.
+    log_every = max(1, rt.get("log_every") or 1)
     end = total if stop_at is None else min(stop_at, total)
     bar = tqdm(
         total=total,
@@ -183,45 +205,61 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         _event(run_dir, "resumed", start)
     t0, it = time.time(), start
     saved_at = t0
+    window: list[tuple] = []  # (step, lr, loss and terms on the device, time) since last read
+
+    def flush(log) -> None:
+        """Read the window's losses back in one transfer, log them, and stop at a non-finite
+        one: its optimiser step is never checkpointed (the checkpoint before it is kept)."""
+        if not window:
+            return
+        values = torch.stack([w[2] for w in window]).tolist()
+        for (step, lr, _, t), (loss, *rest) in zip(window, values):
+            if not math.isfinite(loss):
+                window.clear()
+                raise HarnessError(
+                    f"loss became {loss} at step {step}: lower the lr (recipe base_lr="
+                    f"{cfg['recipe']['base_lr']}) or check the data; the last checkpoint "
+                    "is kept and nothing after it was saved"
+                )
+            row = {
+                "step": step,
+                "lr": lr,
+                "loss": loss,
+                **dict(zip(names, rest)),
+                "img_per_s": (step - start) * tr["batch_size"] / max(t - t0, 1e-9),
+                "total_steps": total,
+                "time": t,
+            }
+            log.write(json.dumps(row) + "\n")
+            if tracker:
+                tracker.log({k: row[k] for k in ("lr", "loss", "img_per_s", *names)}, step=step)
+        log.flush()
+        bar.set_postfix(loss=f"{values[-1][0]:.3f}")
+        window.clear()
+
+    names: list[str] = []
     with open(log_path if lead else os.devnull, "a") as log, Preemption() as warning:
         for it, batch in zip(range(start, end), loader):
             progress = Progress(it, total, spe)
             lr = lr_at(cfg["recipe"], it, total, spe, tr["batch_size"])
-
-            def finite(loss, it=it):
-                if not torch.isfinite(loss):
-                    raise HarnessError(
-                        f"loss became {loss.item()} at step {it}: lower the lr "
-                        f"(recipe base_lr={cfg['recipe']['base_lr']}) or check the data"
-                    )
-
-            batch = to_device(batch, device)
-            loss, terms = train_step(method, opt, groups, batch, progress, lr, amp, finite)
-            row = {
-                "step": it + 1,
-                "lr": lr,
-                "loss": loss.item(),
-                **{k: v.item() for k, v in terms.items()},
-                "img_per_s": (it + 1 - start) * tr["batch_size"] / (time.time() - t0),
-                "total_steps": total,
-                "time": time.time(),
-            }
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            if tracker:
-                tracker.log(
-                    {k: v for k, v in row.items() if k not in ("step", "time", "total_steps")},
-                    step=it + 1,
-                )
+            batch = finish(to_device(batch, device))
+            loss, terms = train_step(method, opt, groups, batch, progress, lr, amp)
+            names = list(terms)
+            losses = torch.stack([t.detach().float() for t in (loss, *terms.values())])
+            window.append((it + 1, lr, losses, time.time()))
             bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-            # Warned of preemption or the time limit: save this step, then requeue.
-            due = bool(ckpt_seconds) and time.time() - saved_at >= ckpt_seconds
-            # One decision for every rank (rank 0's clock, any rank's warning).
-            warned, due = warning.poll(due)
+            warned = due = False
+            if (it + 1) % log_every == 0 or it + 1 == end:
+                # Warned of preemption or the time limit: save this step, then requeue.
+                due = bool(ckpt_seconds) and time.time() - saved_at >= ckpt_seconds
+                # One decision for every rank (rank 0's clock, any rank's warning).
+                warned, due = warning.poll(due)
             stop = it + 1 < end and warned
             every = bool(ckpt_every) and (it + 1) % ckpt_every == 0
-            if every or due or it + 1 == end or stop:
+            save = every or due or it + 1 == end or stop
+            if save or (it + 1) % log_every == 0:
+                flush(log)
+            if save:
                 saved_at = time.time()
                 rng = _rng_states()  # every rank takes part; rank 0 writes
                 if lead:

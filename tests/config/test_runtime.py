@@ -41,13 +41,18 @@ def test_num_workers_starts_loader_workers_in_the_same_run(data, tmp_path, monke
             super().__init__(*a, **kw)
 
     monkeypatch.setattr(loop, "DataLoader", Loader)
-    plain = C.resolve("moco_v3", "micro", overrides=["train.max_steps=2", "runtime.quiet=true"])
+    # Unset, num_workers is the cores left (harness.data.loading.default_workers): say 0 here.
+    plain = C.resolve(
+        "moco_v3",
+        "micro",
+        overrides=["train.max_steps=2", "runtime.quiet=true", "runtime.num_workers=0"],
+    )
     two = C.resolve("moco_v3", "micro", overrides=["train.max_steps=2", "runtime.num_workers=2"])
     assert two["runtime"]["num_workers"] == 2
     assert C.run_id(two) == C.run_id(plain)  # the same run directory
 
     loop.pretrain(plain, tmp_path / "plain" / C.run_id(plain), data)
-    assert built == [0] and not list(spy.iterdir())  # unset: no worker processes
+    assert built == [0] and not list(spy.iterdir())  # 0: no worker processes
 
     run_dir = tmp_path / "two" / C.run_id(two)
     loop.pretrain(two, run_dir, data)

@@ -399,7 +399,7 @@ def test_finetune_learns_and_leaves_the_pretrained_backbone_alone():
         batch_size=8,
         base_lr=2e-3,
         warmup_epochs=1,
-        workers=0,
+        runtime={"num_workers": 0},
         mixup=0.0,
         cutmix=0.0,
         smoothing=0.1,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from harness import config as C
-from harness.data.augment import IDX, PARAMS, Pipeline, encode
+from harness.data.augment import IDX, PARAMS, STD, Pipeline, encode
 from harness.data.batches import build_policy
 from harness.errors import HarnessError
 from harness.schedule import Progress
@@ -68,8 +68,16 @@ def test_recorded_pipeline_renders_what_torchvision_renders():
             torch.manual_seed(seed)
             ref = pipe.torchvision()(im)
             torch.manual_seed(seed)
-            ours = pipe.apply(im, pipe.sample(im))
-            assert torch.equal(ref, ours)
+            params = pipe.sample(im)
+            ours = pipe.apply(im, params)
+            if not params[IDX["blur"]]:
+                assert torch.equal(ref, ours)
+                continue
+            # The blur is separable (two 1-D passes, same kernel and σ): its sums round to
+            # uint8 differently from torchvision's k×k one for a few pixels, by one level.
+            diff = (ref - ours).abs()
+            assert diff.max() <= 1 / (255 * min(STD)) + 1e-6
+            assert (diff > 0).float().mean() < 1e-3
 
 
 def test_paired_policy_shares_crop_and_colour_not_flip():

@@ -202,6 +202,27 @@ def test_plan_lists_jobs_and_gpu_hours_without_submitting(tmp_path):
     assert "62500 steps × 1 s" in measured.stdout  # 100 epochs × 625 steps of 2048
 
 
+def test_plan_says_when_the_loader_not_the_gpu_bounds_a_job():
+    from harness.run import plan as estimate
+
+    prof = load_profile("example")
+    jobs_ = [
+        j
+        for j in jobs.plan(tables.load("table2"), "paper", Path("/nonexistent"))
+        if j.kind == "pretrain"
+    ][:1]
+    gpu = estimate.estimate(jobs_, "paper", prof)[0]
+    workers = prof["runtime"]["num_workers"]
+    images = 62_500 * 2048 / 8  # per GPU: 100 epochs of 625 steps of 2048 over 8 GPUs
+    # The GPU takes images / (hours·3600) per second; a loader that is 10x slower bounds it.
+    need = images / (gpu["hours"] * 3600)
+    slow = estimate.estimate(jobs_, "paper", prof, loader_img_s=need / workers / 10)[0]
+    assert "loader-bound" in slow["basis"]
+    assert slow["hours"] == pytest.approx(10 * gpu["hours"], rel=1e-6)
+    fast = estimate.estimate(jobs_, "paper", prof, loader_img_s=10 * need / workers)[0]
+    assert fast["hours"] == gpu["hours"] and "loader" not in fast["basis"]
+
+
 def test_profile_eval_section_shapes_evaluation_jobs():
     from harness.run.profiles import job_shape, submitit_parameters
 

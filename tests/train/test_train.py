@@ -1,11 +1,13 @@
 """Training loop: exact resume, schedules, atomic checkpoints."""
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from harness import config as C
+from harness.errors import HarnessError
 from harness.train import lr_at, pretrain
 
 
@@ -89,4 +91,117 @@ def test_checkpoints_by_time_and_by_steps_not_every_quarter(data, tmp_path, monk
             return float(next(clock))
 
     monkeypatch.setattr(loop, "time", Clock)
-    assert run("minutes", ckpt_minutes=1) == [1, 2, 3, 4]
+    assert run("minutes", ckpt_minutes=1, log_every=1) == [1, 2, 3, 4]
+    # The clock is read where the host reads the device anyway: every log_every steps.
+    assert run("window", ckpt_minutes=1, log_every=2) == [2, 4]
+
+
+def test_nonfinite_loss_stops_before_a_poisoned_step_is_saved(data, tmp_path, monkeypatch):
+    """The loss is read back every log_every steps only, yet a NaN at step 3 stops the run
+    at the next read and no checkpoint holds anything trained on it."""
+    from methods.moco_v3 import MoCoV3
+
+    root, d = data
+    real = MoCoV3.training_step
+    calls = []
+
+    def poisoned(self, batch, progress):
+        terms = real(self, batch, progress)
+        calls.append(progress.it)
+        if progress.it == 2:  # the third step
+            terms = {k: v * float("nan") for k, v in terms.items()}
+        return terms
+
+    monkeypatch.setattr(MoCoV3, "training_step", poisoned)
+    cfg = C.with_runtime(
+        C.resolve("moco_v3", "micro", max_steps=6), quiet=True, ckpt_every=2, log_every=4
+    )
+    with pytest.raises(HarnessError, match="loss became nan at step 3"):
+        pretrain(cfg, tmp_path / "r", d)
+    assert calls == [0, 1, 2, 3]  # found at the next read (step 4), not by a per-step sync
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 2  # the step-4 checkpoint was never written
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    steps = [
+        json.loads(ln)["step"] for ln in (tmp_path / "r" / "log.jsonl").read_text().splitlines()
+    ]
+    assert steps == [1, 2]  # the finite rows before it are logged
+    assert not (tmp_path / "r" / "pretrain.json").exists()
+
+
+def test_two_workers_start_and_give_the_batches_of_none(data, tmp_path, monkeypatch):
+    """runtime.num_workers=2: two worker processes build the batches, and training sees
+    bit-identical batches (hence weights) to building them in the training process."""
+    import os
+
+    from harness.data.batches import PretrainBatches
+
+    root, d = data
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    real = PretrainBatches.__getitem__
+
+    def noted(self, step):
+        (pids / f"{os.getpid()}-{step}").touch()
+        return real(self, step)
+
+    monkeypatch.setattr(PretrainBatches, "__getitem__", noted)
+    out = {}
+    for n in (0, 2):
+        cfg = C.with_runtime(
+            C.resolve("moco_v3+ser", "micro", max_steps=4), quiet=True, num_workers=n
+        )
+        pretrain(cfg, tmp_path / f"w{n}", d)
+        out[n] = _weights(tmp_path / f"w{n}")
+        seen = {p.name.split("-")[0] for p in pids.iterdir()}
+        assert len(seen) == max(n, 1) and (str(os.getpid()) in seen) == (n == 0), seen
+        for p in pids.iterdir():
+            p.unlink()
+    for k in out[0]:
+        assert torch.equal(out[0][k], out[2][k]), k
+
+
+def test_gpu_augment_sees_the_same_augmentations(data, tmp_path):
+    """Rendering the photometric part after the workers (runtime.gpu_augment, here on the
+    CPU) trains on the same draws: from the same weights, the first step's loss terms differ
+    between the two modes by the rendering's tolerance only, far less than other draws (the
+    next seed) move them (tests/data/test_batches.py compares the images themselves)."""
+    root, d = data
+    out = {}
+    for on, seed in ((False, 0), (True, 0), (False, 1)):
+        cfg = C.with_runtime(
+            C.resolve("moco_v3+ser", "micro", seed, max_steps=1), quiet=True, gpu_augment=on
+        )
+        pretrain(cfg, tmp_path / f"{on}{seed}", d)
+        out[on, seed] = json.loads((tmp_path / f"{on}{seed}" / "log.jsonl").read_text())
+    for k in ("loss_inv", "loss_equiv"):
+        modes = abs(out[True, 0][k] - out[False, 0][k])
+        draws = abs(out[False, 1][k] - out[False, 0][k])
+        assert 0 < modes < draws / 2, (k, modes, draws)
+
+
+def test_compile_leaves_the_result_and_checkpoint_names_unchanged(data, tmp_path, monkeypatch):
+    """runtime.compile=true compiles every backbone in place: the checkpoint keeps its
+    parameter names and training computes the same weights. Dynamo's graph capture with the
+    aot_eager backend (no C++ code generation: inductor takes minutes on 2 cores) is what
+    could change semantics; inductor's kernels are checked on a GPU by ``harness bench``."""
+    from harness.model.backbone import Backbone
+
+    compiled = []
+    real = Backbone.compile
+
+    def aot_eager(self, **kw):
+        compiled.append(self)
+        return real(self, backend="aot_eager", **kw)
+
+    monkeypatch.setattr(Backbone, "compile", aot_eager)
+    root, d = data
+    out = {}
+    for on in (False, True):
+        cfg = C.with_runtime(C.resolve("moco_v3", "micro", max_steps=2), quiet=True, compile=on)
+        pretrain(cfg, tmp_path / str(on), d)
+        out[on] = _weights(tmp_path / str(on))
+    assert len(compiled) == 2  # the online backbone and its momentum copy
+    assert list(out[True]) == list(out[False])
+    for k in out[True]:
+        torch.testing.assert_close(out[True][k], out[False][k], rtol=1e-4, atol=1e-5, msg=k)

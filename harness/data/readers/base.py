@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from harness.data.loading import FileIndex, file_index
 from harness.errors import HarnessError
 
 FIXTURES = "`harness data fixtures --out DIR` writes a small tree in this layout"
@@ -41,9 +42,16 @@ def subdirs(d: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
 
 
-def files_under(d: Path, exts=IMG_EXTENSIONS) -> list[Path]:
-    """Files with these extensions below d, in torchvision ImageFolder's order (sorted walk)."""
+def files_under(d: Path, exts=IMG_EXTENSIONS, index: FileIndex | None = None) -> list[Path]:
+    """Files with these extensions below d, in torchvision ImageFolder's order (sorted walk).
+
+    ``index``: a FileIndex of d or of a folder above it, read instead of walking d."""
+    if index is not None:
+        return [
+            Path(top) / n for top, names in index.walk(d) for n in names if n.lower().endswith(exts)
+        ]
     out = []
+    # The walk is sorted before the loop runs, so hidden sub-folders are walked too.
     for top, dirs, names in sorted(os.walk(d, followlinks=True)):
         dirs[:] = [x for x in dirs if not x.startswith(".")]
         out += [Path(top) / n for n in sorted(names) if n.lower().endswith(exts)]
@@ -73,7 +81,8 @@ def label_space(found: list[str], classes, where: Path) -> tuple[list[str], list
 
 
 def scan_class_folders(top: Path, classes, title: str, fix: str, exts=IMG_EXTENSIONS):
-    """`top/<class>/**/<file>` → (classes, samples, counts, problems); nothing raised."""
+    """`top/<class>/**/<file>` → (classes, samples, counts, problems); nothing raised. The files
+    come from top's file index (walked once, then cached while nothing below top changes)."""
     if not top.is_dir():
         return list(classes or []), [], {}, [f"{title} folder {top} does not exist: {fix}"]
     found = subdirs(top)
@@ -95,12 +104,13 @@ def scan_class_folders(top: Path, classes, title: str, fix: str, exts=IMG_EXTENS
             [f"{title} folder {top} has no class sub-folders: {fix}"],
         )
     classes, problems = label_space(found, classes, top)
-    index = {c: i for i, c in enumerate(classes)}
+    label = {c: i for i, c in enumerate(classes)}
+    tree = file_index(top)
     samples, counts = [], {}
     for c in found:
-        files = files_under(top / c, exts)
+        files = files_under(top / c, exts, tree)
         counts[c] = len(files)
-        samples += [(str(f), index.get(c, -1)) for f in files]
+        samples += [(str(f), label.get(c, -1)) for f in files]
     empty = [c for c, n in counts.items() if n == 0]
     if empty:
         problems.append(

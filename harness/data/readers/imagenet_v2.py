@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.data.loading import file_index
 from harness.data.readers.base import (
     FIXTURES,
     Inventory,
@@ -54,8 +55,9 @@ class ImageNetV2(Reader):
                 f"{len(classes)} classes: pass the classes the head was trained on"
             )
         samples, empty = [], []
+        tree = file_index(root)
         for y in labels:
-            files = files_under(root / by_label[y])
+            files = files_under(root / by_label[y], index=tree)
             empty += [] if files else [y]
             samples += [(str(p), y) for p in files]
         if empty:
