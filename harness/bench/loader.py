@@ -103,10 +103,9 @@ def bench_loader(
 
     def device_part(step):
         if step not in deferred:
-            deferred[step] = to_device(cpu_part(step), device)  # built outside the clock
-            _sync(device)
+            deferred[step] = cpu_part(step)  # built outside the clock
             return None
-        finish(deferred.pop(step))
+        to_device(finish(deferred.pop(step), device), device)
         _sync(device)
 
     fns = dict(zip(PARTS, (decode, torchvision, cpu_part, full_cpu, device_part)))
@@ -162,7 +161,7 @@ def _loader(batches, workers: int, steps: int, first: int, device, quiet: bool) 
     for b in tqdm(it, desc=f"loader ×{workers}", disable=quiet, leave=False):
         n += batches.local_batch
         if isinstance(b["views"][0][0], dict):
-            finish(to_device(b, device))
+            to_device(finish(b, device), device)
     dt = time.perf_counter() - t0
     return {
         "workers": workers,

@@ -252,14 +252,17 @@ def _rot4(crops: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.rot90(crops, k, dims=(-2, -1)) for k in range(4)])
 
 
-def finish(batch: dict) -> dict:
-    """Render a deferred batch where it lies (the training device): each chunk's photometric
-    part batched, then what follows it. A batch rendered in the workers passes through."""
+def finish(batch: dict, device=None) -> dict:
+    """Render a deferred batch on ``device`` (default: where its crops lie): each chunk's
+    photometric part batched, then what follows it. A chunk's parameters stay on the host,
+    which steers the ops without reading anything back from the device. A batch rendered in
+    the workers passes through."""
 
     def done(chunk):
         if not isinstance(chunk, dict):
             return chunk
-        x = render(chunk["crops"], chunk["params"], chunk["blur"])
+        crops = chunk["crops"] if device is None else chunk["crops"].to(device, non_blocking=True)
+        x = render(crops, chunk["params"], chunk["blur"])
         then = chunk["then"]
         if then and then[0] == "act":
             return group.act_each(x, then[1], unit=then[2])

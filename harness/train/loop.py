@@ -242,7 +242,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         for it, batch in zip(range(start, end), loader):
             progress = Progress(it, total, spe)
             lr = lr_at(cfg["recipe"], it, total, spe, tr["batch_size"])
-            batch = finish(to_device(batch, device))
+            batch = to_device(finish(batch, device), device)
             loss, terms = train_step(method, opt, groups, batch, progress, lr, amp)
             names = list(terms)
             losses = torch.stack([t.detach().float() for t in (loss, *terms.values())])
