@@ -223,6 +223,11 @@ def cmd_methods(a) -> int:
     from harness.data.views import POLICIES, choose
     from methods.registry import ADDONS, BASES, parse
 
+    if a.departures:
+        from methods.departures import render
+
+        print(render())
+        return 0
     parse("moco_v3")  # registers built-ins
     print("base methods (base@POLICY picks the view policy):")
     for n, c in sorted(BASES.items()):
@@ -419,6 +424,11 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_config, takes_overrides=True)
 
     r = sub.add_parser("methods", help="list registered methods and add-ons")
+    r.add_argument(
+        "--departures",
+        action="store_true",
+        help="every place the harness computes other than the public SER code, and the switch",
+    )
     r.set_defaults(fn=cmd_methods)
 
     for r in sub.choices.values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from harness.data.augment import BICUBIC
@@ -24,19 +25,22 @@ class DINO(Method):
     bottleneck_width = 256
     out_width = 65536
     has_target = True
+    # 2: SER's main_dino.py defaults: teacher temperature 0.04 → 0.07 over 10 epochs
+    # (np.linspace, per epoch), min_lr 1e-5.
+    version = 2
     recipe = {
         "base_lr": 1e-4,
         "lr_batch_scaling": True,
-        "min_lr": 1e-6,
+        "min_lr": 1e-5,
         "weight_decay": 0.04,
         "weight_decay_end": 0.4,
         "warmup_epochs": 10,
         "clip": 0.3,
         "momentum": 0.982,
         "student_temp": 0.1,
-        "teacher_temp": 0.04,
+        "teacher_temp": 0.07,
         "warmup_teacher_temp": 0.04,
-        "warmup_teacher_temp_epochs": 0,
+        "warmup_teacher_temp_epochs": 10,
         "center_momentum": 0.9,
         "freeze_last_layer_epochs": 1,
         "norm_last_layer": False,
@@ -67,12 +71,13 @@ class DINO(Method):
         return self.encode_views(self.teacher_backbone, views, taps)
 
     def teacher_temp(self, progress) -> float:
+        """DINO's schedule, indexed by epoch: np.linspace(warm, target, W) over the first W
+        epochs (both ends included: epoch W−1 already has the target), then the target."""
         r = self.recipe
         w = r["warmup_teacher_temp_epochs"]
-        if progress.epoch < w:  # linear per epoch, as DINO indexes its schedule
-            return (
-                r["warmup_teacher_temp"]
-                + (r["teacher_temp"] - r["warmup_teacher_temp"]) * progress.epoch / w
+        if progress.epoch < w:
+            return float(
+                np.linspace(r["warmup_teacher_temp"], r["teacher_temp"], w)[progress.epoch]
             )
         return r["teacher_temp"]
 

@@ -58,10 +58,34 @@ def _bn_no_affine(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (z - mean) / torch.sqrt(var + eps)
 
 
-def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051) -> torch.Tensor:
-    """Σ(1−C_ii)² + λ·Σ_{i≠j} C_ij², C = BN(z1)ᵀBN(z2)/B_global summed across ranks."""
+class _SumOwnShareGrad(torch.autograd.Function):
+    """The sum across ranks forward; backward, the gradient reaches only this rank's own
+    input (an in-place all_reduce outside autograd, as the public SER code does)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return dist.all_reduce_sum(x.detach().clone())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def barlow_twins(
+    z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, public_grad_scale: bool = False
+) -> torch.Tensor:
+    """Σ(1−C_ii)² + λ·Σ_{i≠j} C_ij², C = BN(z1)ᵀBN(z2)/B_global summed across ranks.
+
+    ``public_grad_scale``: C's cross-rank sum passes no gradient to the other ranks (the
+    public code's in-place all_reduce), so each rank back-propagates only its own share and,
+    averaged over W ranks, the gradient is 1/W of the exact one. Same value either way.
+    """
     n = z1.shape[0] * dist.world_size()
-    c = dist.all_reduce_sum(_bn_no_affine(z1).t() @ _bn_no_affine(z2)) / n
+    local = _bn_no_affine(z1).t() @ _bn_no_affine(z2)
+    if public_grad_scale and dist.is_dist():
+        c = _SumOwnShareGrad.apply(local) / n
+    else:
+        c = dist.all_reduce_sum(local) / n
     diag = torch.diagonal(c)
     on = (1 - diag).pow(2).sum()
     off = c.pow(2).sum() - diag.pow(2).sum()

@@ -128,6 +128,25 @@ def test_methods_lists_the_registry():
         assert name in p.stdout
 
 
+def test_departures_are_listed_by_the_cli_and_in_the_readme():
+    """Every departure from the public SER code is printed by `harness methods --departures`
+    and has its row in README.md's table, with the switch that gives the other behaviour."""
+    from pathlib import Path
+
+    from methods.departures import DEPARTURES
+
+    p = harness("methods", "--departures")
+    assert p.returncode == 0
+    readme = Path(__file__).parents[1].joinpath("README.md").read_text()
+    table = readme.split("## Departures from the public code")[1].split("\n## ")[0]
+    rows = [ln for ln in table.splitlines() if ln.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == [d.key for d in DEPARTURES]
+    for d, row in zip(DEPARTURES, rows):
+        assert f"{d.key} (" in p.stdout
+        if d.other:
+            assert d.other in p.stdout and d.other in row, d.key
+
+
 # ---- key=value overrides ------------------------------------------------------------------
 
 

@@ -22,7 +22,17 @@ from harness.errors import HarnessError
 
 PAPER: dict = {
     "scale": "ViT-S/16, 224 px, ImageNet-1k, batch 2048, 100 epochs",
-    "model": {"img_size": 224, "patch_size": 16, "width": 384, "depth": 12, "heads": 6},
+    "model": {
+        "img_size": 224,
+        "patch_size": 16,
+        "width": 384,
+        "depth": 12,
+        "heads": 6,
+        # The public SER code's positional-embedding interpolation and frozen patch-projection
+        # init ("timm" / "moco_v3": the departures, methods/departures.py).
+        "pos_interp": "public",
+        "patch_embed_init": "public",
+    },
     "heads": {"width_factor": 1.0},
     "data": {"dataset": "imagenet"},
     "train": {"batch_size": 2048, "epochs": 100, "max_steps": None},
@@ -52,7 +62,11 @@ DELTAS: dict[str, dict] = {
         "views": {"crop_min": 0.3},
         # A few hundred steps instead of 100 epochs: higher lr, short warm-up.
         "recipe": {"base_lr": 4e-3, "warmup_epochs": 1},
-        "recipe_by_base": {"barlow_twins": {"base_lr": 2e-3, "bias_lr": 2e-3}},
+        # DINO's teacher temperature warms over 10 of 100 epochs; here, like the lr, over 1.
+        "recipe_by_base": {
+            "barlow_twins": {"base_lr": 2e-3, "bias_lr": 2e-3},
+            "dino": {"warmup_teacher_temp_epochs": 1},
+        },
         "addons": {"ser": {"ratio": 0.125}},
         "linear": {"epochs": 100, "batch_size": 64, "base_lr": 0.5, "augment": False, "resize": 36},
         "mlp": {"epochs": 100},

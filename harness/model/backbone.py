@@ -13,8 +13,14 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
+
+from harness.errors import HarnessError
+
+POS_INTERP = ("public", "timm")
+PATCH_EMBED_INIT = ("public", "moco_v3")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,12 @@ class BackboneConfig:
     moco_init: bool = False
     frozen_patch_embed: bool = False
     sincos_pos_embed: bool = False
+    # Positional embedding off the base grid: "public" is SER's (DINO's) interpolate_pos_encoding,
+    # "timm" is timm's resample_abs_pos_embed to the target size.
+    pos_interp: str = "public"
+    # The frozen patch projection's init: "public" keeps Conv2d's default (SER's xavier block is
+    # commented out), "moco_v3" is MoCo-v3's own uniform ±√(6/(3·p²+D)) with zero bias.
+    patch_embed_init: str = "public"
 
 
 @dataclass
@@ -56,9 +68,34 @@ def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> 
     return torch.cat([ow.sin(), ow.cos(), oh.sin(), oh.cos()], dim=1)[None]
 
 
+def interpolate_pos_public(
+    pe: torch.Tensor, grid: tuple[int, int], base_grid: tuple[int, int]
+) -> torch.Tensor:
+    """SER's (= DINO's) ``interpolate_pos_encoding`` on the patch part ``pe`` (1×N×D) of a table
+    stored for ``base_grid``: bicubic with the scale factors ((h+0.1)/h_base, (w+0.1)/w_base)
+    themselves, not the target size (F.interpolate then maps coordinates by those factors).
+
+    Rows (the image's height axis) get the rows' factor: the public code's ``w`` is
+    ``x.shape[2]``, so its ``w0`` counts patch rows and scales the first spatial axis.
+    """
+    (h, w), (bh, bw) = tuple(grid), tuple(base_grid)
+    d = pe.shape[-1]
+    table = pe.reshape(1, bh, bw, d).permute(0, 3, 1, 2)
+    out = F.interpolate(table, scale_factor=((h + 0.1) / bh, (w + 0.1) / bw), mode="bicubic")
+    if tuple(out.shape[-2:]) != (h, w):  # the public code asserts the same
+        raise RuntimeError(f"pos-embed interpolation gave {tuple(out.shape[-2:])}, not {(h, w)}")
+    return out.permute(0, 2, 3, 1).reshape(1, h * w, d)
+
+
 class Backbone(nn.Module):
     def __init__(self, cfg: BackboneConfig):
         super().__init__()
+        if cfg.pos_interp not in POS_INTERP:
+            raise HarnessError(f"pos_interp={cfg.pos_interp!r}: pick one of {POS_INTERP}")
+        if cfg.patch_embed_init not in PATCH_EMBED_INIT:
+            raise HarnessError(
+                f"patch_embed_init={cfg.patch_embed_init!r}: pick one of {PATCH_EMBED_INIT}"
+            )
         self.cfg = cfg
         self.delayed = cfg.cls_layer is not None
         self.vit = VisionTransformer(
@@ -84,10 +121,13 @@ class Backbone(nn.Module):
             self.vit.pos_embed.data.copy_(pe)
             self.vit.pos_embed.requires_grad_(False)
         if cfg.frozen_patch_embed:
+            # timm leaves PatchEmbed's Conv2d at torch's default init (kaiming_uniform a=√5:
+            # uniform ±1/√fan_in, bias likewise), which is what the public SER code freezes.
             proj = self.vit.patch_embed.proj
-            bound = math.sqrt(6.0 / float(3 * cfg.patch_size**2 + cfg.width))
-            nn.init.uniform_(proj.weight, -bound, bound)
-            nn.init.zeros_(proj.bias)
+            if cfg.patch_embed_init == "moco_v3":
+                bound = math.sqrt(6.0 / float(3 * cfg.patch_size**2 + cfg.width))
+                nn.init.uniform_(proj.weight, -bound, bound)
+                nn.init.zeros_(proj.bias)
             proj.requires_grad_(False)
 
     @property
@@ -103,6 +143,9 @@ class Backbone(nn.Module):
         pe = self.vit.pos_embed
         if tuple(grid) == tuple(self.base_grid):
             return pe
+        if self.cfg.pos_interp == "public":  # the [CLS] slot, if any, is kept as it is
+            patches = interpolate_pos_public(pe[:, n_prefix:], grid, self.base_grid)
+            return torch.cat([pe[:, :n_prefix], patches], dim=1)
         return resample_abs_pos_embed(
             pe,
             list(grid),

@@ -31,8 +31,23 @@ def test_deltas_state_only_what_differs():
 def test_tiny_and_micro_keep_their_old_values():
     # Written out from the presets as they were as full dicts.
     tiny, micro = presets.get("tiny"), presets.get("micro")
-    assert tiny["model"] == {"img_size": 32, "patch_size": 8, "width": 96, "depth": 12, "heads": 6}
-    assert micro["model"] == {"img_size": 16, "patch_size": 4, "width": 32, "depth": 12, "heads": 2}
+    public = {"pos_interp": "public", "patch_embed_init": "public"}  # issue 13: every preset
+    assert tiny["model"] == {
+        "img_size": 32,
+        "patch_size": 8,
+        "width": 96,
+        "depth": 12,
+        "heads": 6,
+        **public,
+    }
+    assert micro["model"] == {
+        "img_size": 16,
+        "patch_size": 4,
+        "width": 32,
+        "depth": 12,
+        "heads": 2,
+        **public,
+    }
     assert tiny["train"] == {"batch_size": 64, "epochs": 8, "max_steps": None}
     assert micro["train"] == {"batch_size": 16, "epochs": 1, "max_steps": 3}
     assert tiny["data"] == {
@@ -47,8 +62,10 @@ def test_tiny_and_micro_keep_their_old_values():
     assert micro["views"] == {"crop_min": None}
     assert tiny["recipe"] == {"base_lr": 4e-3, "warmup_epochs": 1}
     assert micro["recipe"] == {"base_lr": 4e-3, "warmup_epochs": 0}
-    for p in (tiny, micro):
-        assert p["recipe_by_base"] == {"barlow_twins": {"base_lr": 2e-3, "bias_lr": 2e-3}}
+    bt = {"barlow_twins": {"base_lr": 2e-3, "bias_lr": 2e-3}}
+    assert micro["recipe_by_base"] == bt
+    # DINO's teacher-temperature warm-up scaled like the lr's (10 of 100 epochs → 1 of 8).
+    assert tiny["recipe_by_base"] == {**bt, "dino": {"warmup_teacher_temp_epochs": 1}}
     assert tiny["addons"] == {"ser": {"ratio": 0.125}}
     assert micro["addons"] == {"ser": {"ratio": 0.25}}
     old_tiny_linear = {
