@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from harness.config import load_trained
 from harness.data import ImageFolderDataset
-from harness.data.loading import default_workers, loader_options
+from harness.data.loading import loader_options
 from harness.eval.transforms import eval_transform
 from harness.io import save_torch
 
@@ -162,12 +162,6 @@ def cached_features(
     )
     save_torch(path, feats)
     return feats
-
-
-def loader_workers(cfg: dict) -> int:
-    """DataLoader workers an evaluation may use: the job's ``runtime.num_workers``, else the
-    cores this process may use minus one (``harness.data.loading.default_workers``)."""
-    return default_workers(cfg.get("runtime"))
 
 
 def run_features(
