@@ -224,9 +224,9 @@ def cmd_methods(a) -> int:
     from methods.registry import ADDONS, BASES, parse
 
     if a.departures:
-        from methods.departures import render
+        from methods.departures import markdown, render
 
-        print(render())
+        print(markdown() if a.markdown else render())
         return 0
     parse("moco_v3")  # registers built-ins
     print("base methods (base@POLICY picks the view policy):")
@@ -429,6 +429,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="every place the harness computes other than the public SER code, and the switch",
     )
+    r.add_argument("--markdown", action="store_true", help="with --departures: README.md's table")
     r.set_defaults(fn=cmd_methods)
 
     for r in sub.choices.values():

@@ -2,11 +2,19 @@
 augmentation parameters from their concatenated backbone features.
 
 Targets, per ordered pair (a, b): crop = [centre_a − centre_b, size_a − size_b] in image-
-relative coordinates, each view's centre x mirrored if that view was flipped; colour = the
-difference of jitter factors normalised by their sampling range (zeros if not jittered).
-Loss per target = MSE(tanh(head([h_a, h_b])), target), over both orders; weights 0.5 each
-(the ImageNet-100 setting). The official ``extract_diff`` mirrors both centres with view a's
-flip; here each view's own flip decides, as the paper describes.
+relative coordinates ([y, x, height, width]); colour = the difference of jitter factors
+normalised by the width of their sampling range (zeros if not jittered). Loss per target =
+MSE(tanh(head([h_a, h_b])), target), over both orders; weights 0.5 each (the ImageNet-100
+setting), added to the base loss without λ. Heads: Linear-BN-ReLU ×2 (hidden 512), Linear.
+
+Default (version 2): what the public SER code computed for Table 1's +AugSelf row
+(aitrics-chris/SER, branch ``augself``: ``builder/utils.py`` ``extract_diff`` /
+``SSObjective``, ``builder/moco.py`` ``augself``, ``loader/augself.py``). Its ``extract_diff``
+mirrors *both* crop centres with view a's flip, and the (b, a) target is computed with view
+b's flip, so where exactly one view is flipped the x entry of the (b, a) target equals that of
+the (a, b) target instead of its negation. (AugSelf's own repository has the same
+``extract_diff``.) ``@original`` gives what the harness computed before: each view's centre
+mirrored by its own flip, as the AugSelf paper describes, and the (b, a) target = −(a, b).
 """
 
 from __future__ import annotations
@@ -25,13 +33,16 @@ from methods.registry import register_addon
 WEIGHTS = {"crop": 0.5, "color": 0.5}
 
 
-def crop_vector(p: torch.Tensor) -> torch.Tensor:
-    """[centre y, centre x, height, width] relative to the image; x mirrored under flip."""
+def crop_vector(p: torch.Tensor, mirror: torch.Tensor | None = None) -> torch.Tensor:
+    """[centre y, centre x, height, width] relative to the image; centre x mirrored where
+    ``mirror`` is true (default: where this view was flipped)."""
     h = p[:, IDX["height"]] / p[:, IDX["img_h"]]
     w = p[:, IDX["width"]] / p[:, IDX["img_w"]]
     cy = p[:, IDX["top"]] / p[:, IDX["img_h"]] + h / 2
     cx = p[:, IDX["left"]] / p[:, IDX["img_w"]] + w / 2
-    cx = torch.where(p[:, IDX["flip"]] > 0, 1 - cx, cx)
+    if mirror is None:
+        mirror = p[:, IDX["flip"]] > 0
+    cx = torch.where(mirror, 1 - cx, cx)
     return torch.stack([cy, cx, h, w], dim=1)
 
 
@@ -50,25 +61,52 @@ def color_vector(p: torch.Tensor) -> torch.Tensor:
     return raw / ranges * (p[:, IDX["jitter"]] > 0)[:, None]
 
 
-TARGETS = {"crop": crop_vector, "color": color_vector}
+def crop_target(pa: torch.Tensor, pb: torch.Tensor, original: bool = False) -> torch.Tensor:
+    """The crop target of the ordered pair (a, b): both centres mirrored with view a's flip
+    (SER's and AugSelf's ``extract_diff``), or (``original``) each with its own flip."""
+    if original:
+        return crop_vector(pa) - crop_vector(pb)
+    mirror = pa[:, IDX["flip"]] > 0
+    return crop_vector(pa, mirror) - crop_vector(pb, mirror)
+
+
+def color_target(pa: torch.Tensor, pb: torch.Tensor, original: bool = False) -> torch.Tensor:
+    """The colour target of the ordered pair (a, b) (the same either way)."""
+    return color_vector(pa) - color_vector(pb)
+
+
+TARGETS = {"crop": crop_target, "color": color_target}
 
 
 @register_addon("augself")
 class AugSelf(AddOn):
+    version = 2  # the public SER code's crop targets by default; version 1 = @original
     description = "AugSelf: predict crop and colour-jitter differences between the two views"
-    modifier_help = "@layerK @lambdaL (both weights) @depthN (head layers, default 3)"
+    modifier_help = (
+        "@layerK @lambdaL (both weights) @depthN (head layers, default 3) @original (each "
+        "view's centre mirrored by its own flip, as the AugSelf paper describes; default: both "
+        "centres mirrored with view a's flip, as the public SER code)"
+    )
     requires = ("aug_params",)
     hidden_width = 512  # the heads' hidden width at paper scale (AugSelf's 512)
 
     def __init__(
-        self, base_name: str, layer: int | None = None, lam: float | None = None, depth: int = 3
+        self,
+        base_name: str,
+        layer: int | None = None,
+        lam: float | None = None,
+        depth: int = 3,
+        original: bool = False,
     ):
         super().__init__(base_name, layer)
         self.weights = {k: (w if lam is None else lam) for k, w in WEIGHTS.items()}
         self.depth = depth
+        self.original = original
 
     @classmethod
     def parse_modifier(cls, token):
+        if token == "original":
+            return {"original": True}
         m = re.fullmatch(r"(lambda|depth)([0-9.e-]+)", token)
         if m and m.group(1) == "depth" and m.group(2).isdigit() and int(m.group(2)) >= 1:
             return {"depth": int(m.group(2))}
@@ -82,14 +120,18 @@ class AugSelf(AddOn):
             {k: bn_mlp(2 * d, (h,) * (self.depth - 1), 4, last_bias=True) for k in TARGETS}
         )
 
+    def targets(self, pa: torch.Tensor, pb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per target, the 2B×4 regression targets of the orders (a, b) then (b, a)."""
+        return {
+            k: torch.cat([fn(pa, pb, self.original), fn(pb, pa, self.original)])
+            for k, fn in TARGETS.items()
+        }
+
     def losses(self, method, batch, online, target, progress):
         ha, hb = self.feature(online[0]), self.feature(online[1])
         pa, pb = batch["params"][0].to(ha.dtype), batch["params"][1].to(ha.dtype)
         x = torch.cat([torch.cat([ha, hb], 1), torch.cat([hb, ha], 1)])
-        out = {}
-        for k, fn in TARGETS.items():
-            t = fn(pa) - fn(pb)
-            out[f"loss_augself_{k}"] = self.weights[k] * augself_loss(
-                self.heads[k](x), torch.cat([t, -t])
-            )
-        return out
+        return {
+            f"loss_augself_{k}": self.weights[k] * augself_loss(self.heads[k](x), t)
+            for k, t in self.targets(pa, pb).items()
+        }

@@ -26,7 +26,7 @@ DEPARTURES: tuple[Departure, ...] = (
     Departure(
         "ser-gradient",
         "+ser",
-        "detaches L_equiv from the encoder: the loss trains only the token projector",
+        "gathers the token sets under no_grad, so L_equiv trains nothing (its value is logged)",
         "L_equiv's gradient reaches the backbone, as the paper's equations state",
         "+ser_detached",
         "the paper describes a regulariser of the encoder; the detached one is the ablation",
@@ -46,19 +46,22 @@ DEPARTURES: tuple[Departure, ...] = (
         "ser-projector-order",
         "+ser",
         "projects the token map first (projector_equiv), then applies ρ_g to the projected map",
-        "applies ρ_g to the token map, then projects it",
-        None,
-        "open (issue 13): bicubic resizing does not commute with the GELU projector "
-        "(1.7e-5 to 4e-4 relative in the loss; equal when both views share a grid)",
+        "the same",
+        "+ser@rho_first",
+        "matches the public code; `@rho_first` applies ρ_g to the backbone's map and projects "
+        "after (bicubic resizing does not commute with the GELU projector: 1.7e-5 to 4e-4 "
+        "relative in the loss; equal when both views share a grid)",
     ),
     Departure(
         "ser-elements-per-gpu",
         "+ser on several GPUs",
         "one generator per GPU draws that GPU's token grid and 90° rotation each step; "
         "shapes are gathered first, so ranks may hold different grids",
-        "one grid and rotation per global step, shared by all ranks",
-        None,
-        "open (issue 13)",
+        "the same: each rank draws from its own generator (seeded by run, step and rank); "
+        "L_equiv is the mean over every rank's query tokens",
+        "+ser@shared_grid",
+        "matches the public code; `@shared_grid` draws one grid and rotation per global step "
+        "for all ranks (the harness's earlier behaviour)",
     ),
     Departure(
         "frozen-patch-embed-init",
@@ -101,25 +104,60 @@ DEPARTURES: tuple[Departure, ...] = (
         "gradient, on which clipping at 0.3 acts differently",
     ),
     Departure(
-        "addons-as-ser-code",
-        "+augself, +equimod, +stl",
-        "SER's own implementations (loader/augself.py, builder/moco.py, builder/equimod.py, "
-        "builder/stl.py): AugSelf mirrors both crop centres with view a's flip; EquiMod runs "
-        "each head once on the concatenated views; STL projects y1, y2, ŷ1, ŷ2 separately",
-        "each view's own flip (AugSelf); each head per view (EquiMod); [h1; h2] projected "
-        "jointly (STL)",
-        None,
-        "open (issue 13): Table 1's rows come from SER's code, not the add-ons' repositories",
+        "augself-targets",
+        "+augself",
+        "extract_diff mirrors both crop centres with view a's flip, the (b, a) order with "
+        "view b's (AugSelf's repository does the same)",
+        "the same",
+        "+augself@original",
+        "matches the public code; `@original` mirrors each view's centre by its own flip, as "
+        "the AugSelf paper describes (130 of 256 pairs differ)",
     ),
     Departure(
-        "ser-b2-photometric",
-        "+ser",
-        "B2 views' photometric augmentation with kornia on the GPU: ColorJiggle(0.4, 0.4, "
-        "0.2, 0.1, p=0.8), RandomGrayscale(0.2), GaussianBlur 9×9 σ∈[0.1, 2] (p=1 view 1, "
-        "p=0.1 view 2), RandomSolarize(0.5, p=0.2) on view 2",
-        "the base method's two-view photometric pipelines (23×23 blur at 224 px)",
+        "equimod-batching",
+        "+equimod",
+        "the parameter embedding and predictor run once on both views' 2B rows; loss ½ of "
+        "the symmetric MoCo-v3 InfoNCE (×2τ, keys detached), τ 0.2",
+        "the same",
+        "+equimod@original",
+        "matches the public code; `@original` runs them per view with NT-Xent over the 4B "
+        "set, as EquiMod's repository (BatchNorm statistics differ)",
+    ),
+    Departure(
+        "stl-projections",
+        "+stl",
+        "projects h1, h2, ĥ1, ĥ2 separately; both terms the symmetric MoCo-v3 InfoNCE, τ 0.2",
+        "the same",
+        "+stl@original",
+        "matches the public code; `@original` projects [h1; h2] and [ĥ1; ĥ2] jointly with "
+        "NT-Xent, as STL's repository",
+    ),
+    Departure(
+        "addon-data",
+        "+augself, +stl, +equimod",
+        "each add-on's own loader: AugSelf's kornia pipeline (saturation 0.4, 23×23 blur p=0.5 "
+        "on both views, no solarize); STL squashes the image to 224² and shares one crop "
+        "(scale 0.2–1) and ColorJiggle per pair, 9×9 blur p=0.5, no solarize; EquiMod "
+        "standardises parameters with fixed constants, torchvision jitter with a 9×9 blur",
+        "the base method's views (kornia-photometric) with the add-on's view policy; EquiMod's "
+        "standardisation fitted on the run's own augmentation",
         None,
-        "open (issue 13)",
+        "open: the add-ons' heads and losses are the public code's, their data pipelines not "
+        "yet; AugSelf's @layerK (public: a LayerNorm'd [CLS] kept from the input) also differs",
+    ),
+    Departure(
+        "kornia-photometric",
+        "every view of moco_v3, dino, barlow_twins (± add-ons), SER's B2 views included",
+        "kornia on the GPU (Aug_equi.inv1/inv2): ColorJiggle(0.4, 0.4, 0.2, 0.1, p=0.8) "
+        "(brightness added, contrast multiplied, saturation and hue in HSV; one jitter order "
+        "per batch), RandomGrayscale(0.2), GaussianBlur 9×9 σ∈[0.1, 2] (p=1 view 1, p=0.1 "
+        "view 2), RandomSolarize(thresholds=0.5: threshold ~ U(0, 1), p=0.2 on view 2)",
+        "the same ops and probabilities (views.photometric=kornia), except that each image "
+        "draws its own jitter order",
+        "views.photometric=torchvision",
+        "matches the public code but for the order (the same distribution per image); "
+        "`views.photometric=torchvision` gives the base methods' own repositories' pipeline "
+        "(torchvision's ColorJitter, a 23×23 blur, solarize at 128)",
     ),
     Departure(
         "ser-2plus4-loss",
@@ -131,6 +169,18 @@ DEPARTURES: tuple[Departure, ...] = (
         "the public function computes nothing to reproduce: there is no switch to it",
     ),
 )
+
+
+def markdown() -> str:
+    """README.md's table (a test keeps the README's copy equal to this)."""
+    rows = [
+        "| departure | public SER code | harness default | the other one | why |",
+        "|---|---|---|---|---|",
+    ]
+    for d in DEPARTURES:
+        other = f"`{d.other}`" if d.other else "—"
+        rows.append(f"| `{d.key}` ({d.where}) | {d.public} | {d.harness} | {other} | {d.why} |")
+    return "\n".join(rows)
 
 
 def render() -> str:

@@ -3,6 +3,15 @@
 ``+ser`` is the paper's method: L = L_inv + λ·L_equiv, with L_equiv's gradient reaching the
 projector and blocks 1…k. ``+ser_detached`` and ``+delayed_cls`` (the public code's actual
 behaviour and its architecture-only ablation) are in ``ser_ablations.py``.
+
+As the public code (``builder/moco.py`` ``equiv``, ``Aug_equi``), by default:
+
+* both token maps are projected first and ρ_g acts on the projected target map
+  (``@rho_first`` acts on the backbone's map and projects after: bicubic resizing does not
+  commute with the GELU projector);
+* every rank draws its own token grids and 90° rotations each step (``@shared_grid``: one
+  draw per global step for all ranks); the token sets, of different sizes per rank, are
+  gathered with their sizes, and L_equiv is the mean over every rank's query tokens.
 """
 
 from __future__ import annotations
@@ -39,7 +48,11 @@ _MODS = {
 @register_addon("ser")
 class SER(AddOn):
     description = "SER: token InfoNCE between ρ_g(f1(x1)) and f1(x2) at layer k, delayed [CLS]"
-    modifier_help = "@layerK @clsC @rR @lambdaL @tauT @paper|@code @independent"
+    modifier_help = (
+        "@layerK @clsC @rR @lambdaL @tauT @paper|@code @independent @rho_first @shared_grid"
+    )
+    # 2: the public code's order (project, then ρ_g) and per-rank group elements (issue 13).
+    version = 2
     requires = ("equiv_pairs",)
     # The token projector's widths at paper scale (the public code's 1×1 convs).
     hidden_width = 512
@@ -58,6 +71,8 @@ class SER(AddOn):
         policy: str = "public",
         scale: tuple = (0.7, 1.3),
         aspect: tuple = (3 / 4, 4 / 3),
+        rho_first: bool = False,
+        shared_grid: bool = False,
     ):
         super().__init__(base_name, layer)
         tau0, lam0 = HYPER[hyper].get(base_name, (None, None))
@@ -73,6 +88,7 @@ class SER(AddOn):
         self.cls_layer = layer if cls_layer is None else cls_layer
         self.ratio, self.policy, self.hyper = ratio, policy, hyper
         self.scale, self.aspect = tuple(scale), tuple(aspect)
+        self.rho_first, self.shared_grid = rho_first, shared_grid
 
     @classmethod
     def parse_modifier(cls, token: str):
@@ -80,6 +96,8 @@ class SER(AddOn):
             return {"hyper": token}
         if token in ("public", "independent"):
             return {"policy": token}
+        if token in ("rho_first", "shared_grid"):
+            return {token: True}
         m = re.fullmatch(r"([a-z]+)([0-9.e-]+)", token)
         if m and m.group(1) in _MODS:
             key, typ = _MODS[m.group(1)]
@@ -114,21 +132,33 @@ class SER(AddOn):
                 "policy": self.policy,
                 "scale": self.scale,
                 "aspect": self.aspect,
+                "per_rank": not self.shared_grid,
             }
         }
 
     def _direction(self, tmap: torch.Tensor, qmap: torch.Tensor, elements) -> torch.Tensor:
-        """Queries of this rank against ρ_g(target) tokens of every rank."""
-        t = self.projector(act_each(tmap, elements))
+        """Queries of this rank against ρ_g(target) tokens of every rank.
+
+        Ranks may hold different grids (per-rank draws), so the token sets are gathered with
+        their sizes, and this rank's share of the loss is its query tokens' sum over the mean
+        token count per rank: averaged over ranks (as gradients are), the mean over every
+        rank's tokens, which is what the public code computes.
+        """
+        if self.rho_first:
+            t = self.projector(act_each(tmap, elements))
+        else:
+            t = act_each(self.projector(tmap), elements)
         q = self.projector(qmap)
         b, d, h, w = q.shape
         t = t.permute(0, 2, 3, 1).reshape(-1, d)
         q = q.permute(0, 2, 3, 1).reshape(-1, d)
+        t_all, counts = dist.gather_varying(t, grad=True)
         img = torch.arange(b, device=q.device).repeat_interleave(h * w) + b * dist.rank()
-        positive = torch.arange(len(q), device=q.device) + len(q) * dist.rank()
-        return token_infonce(
-            dist.gather(t, grad=True), q, dist.gather(img, grad=False), img, positive, self.tau
-        )
+        start = sum(counts[: dist.rank()])
+        positive = torch.arange(len(q), device=q.device) + start
+        img_all, _ = dist.gather_varying(img, grad=False)
+        loss = token_infonce(t_all, q, img_all, img, positive, self.tau)
+        return loss * (len(q) * len(counts) / sum(counts))
 
     def equiv_loss(self, online, target, batch) -> torch.Tensor:
         """Mean over the batch's pairs of views (one, or one global + two local with 2+4)."""

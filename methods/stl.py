@@ -2,11 +2,19 @@
 pairs of images that undergo the same view-1→view-2 transformation (``paired`` policy:
 images 2i and 2i+1 share each view's crop and colour draw).
 
-t_{1→2} = g([h1, h2]); L_trans = NT-Xent between P_t of the two partners' representations
-of the same transformation (both directions); L_equi = NT-Xent between P_eq([h1; h2]) and
-P_eq([W(t_{2→1} of partner)·h2; W(t_{1→2} of partner)·h1]), with W a hypernetwork giving a
-D×D matrix. τ = 0.2, weights 1 (equivariance) and 0.1 (transformation); the base method's
-loss is STL's invariance term. No stop-gradient anywhere.
+t_{1→2} = g([h1, h2]); L_trans contrasts P_t of the two partners' representations of the
+same transformation (both directions); L_equi contrasts P_eq of [h1; h2] with P_eq of
+[W(t_{2→1} of partner)·h2; W(t_{1→2} of partner)·h1], with W a hypernetwork giving a D×D
+matrix. τ = 0.2, weights 1 (equivariance) and 0.1 (transformation); the base method's
+loss is STL's invariance term. No stop-gradient anywhere but the contrastive keys below.
+
+Default (version 2): what the public SER code computed for Table 1's +STL row
+(aitrics-chris/SER ``builder/moco.py`` ``MoCo.stl``, ``builder/utils.py`` ``load_mlp_stl`` /
+``EquiTrans``, ``loader/stl.py``): P_eq runs separately on h1, h2, ĥ1, ĥ2 (four BatchNorm
+batches of B), and each loss is C(a, b) + C(b, a) with C MoCo-v3's contrastive term (cosine
+logits / τ against the other set only, keys detached and gathered, CE · 2τ). ``@original``
+gives what the harness computed before (STL's own formulation): P_eq on [h1; h2] and on
+[ĥ1; ĥ2] (two batches of 2B) and NT-Xent over the 2N set for both losses.
 """
 
 from __future__ import annotations
@@ -18,26 +26,34 @@ import torch.nn as nn
 
 from methods.base import AddOn
 from methods.heads import bn_mlp
-from methods.losses import nt_xent
+from methods.losses import moco_v3_contrastive, nt_xent
 from methods.registry import register_addon
 
 
 @register_addon("stl")
 class STL(AddOn):
+    version = 2  # the public SER code's batching and loss by default; version 1 = @original
     description = "STL: transformation representations from image pairs + hypernetwork equivariance"
-    modifier_help = "@layerK @tauT"
+    modifier_help = (
+        "@layerK @tauT @original (equivariance projector on [h1; h2] jointly and NT-Xent; "
+        "default: projector per tensor and MoCo-style InfoNCE both ways, as the public SER code)"
+    )
     requires = ("paired_transforms",)
     weights = {"equi": 1.0, "trans": 0.1}
     # Widths at paper scale: transformation representation 128, equivariance projector 512.
     trans_width = 128
     hidden_width = 512
 
-    def __init__(self, base_name: str, layer: int | None = None, tau: float = 0.2):
+    def __init__(
+        self, base_name: str, layer: int | None = None, tau: float = 0.2, original: bool = False
+    ):
         super().__init__(base_name, layer)
-        self.tau = tau
+        self.tau, self.original = tau, original
 
     @classmethod
     def parse_modifier(cls, token):
+        if token == "original":
+            return {"original": True}
         m = re.fullmatch(r"tau([0-9.e-]+)", token)
         return {"tau": float(m.group(1))} if m else super().parse_modifier(token)
 
@@ -54,22 +70,28 @@ class STL(AddOn):
         w = self.hypernet(t).view(-1, self.feature_width, self.feature_width)
         return torch.bmm(w, h.unsqueeze(-1)).squeeze(-1)
 
+    def contrast(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.original:
+            return nt_xent(a, b, self.tau)
+        return moco_v3_contrastive(a, b, self.tau) + moco_v3_contrastive(b, a, self.tau)
+
     def losses(self, method, batch, online, target, progress):
         h1, h2 = self.feature(online[0]), self.feature(online[1])
         t12 = self.trans_encoder(torch.cat([h1, h2], 1))
         t21 = self.trans_encoder(torch.cat([h2, h1], 1))
         a = torch.cat([t12[0::2], t21[0::2]])
         b = torch.cat([t12[1::2], t21[1::2]])
-        trans = nt_xent(self.trans_projector(a), self.trans_projector(b), self.tau)
+        trans = self.contrast(self.trans_projector(a), self.trans_projector(b))
         partner = torch.arange(len(h1), device=h1.device) ^ 1
         h1_hat = self.transform(t21[partner], h2)
         h2_hat = self.transform(t12[partner], h1)
-        equi = nt_xent(
-            self.equi_projector(torch.cat([h1, h2])),
-            self.equi_projector(torch.cat([h1_hat, h2_hat])),
-            self.tau,
-        )
+        p = self.equi_projector
+        if self.original:
+            z, z_hat = p(torch.cat([h1, h2])), p(torch.cat([h1_hat, h2_hat]))
+        else:
+            z = torch.cat([p(h1), p(h2)])
+            z_hat = torch.cat([p(h1_hat), p(h2_hat)])
         return {
-            "loss_stl_equi": self.weights["equi"] * equi,
+            "loss_stl_equi": self.weights["equi"] * self.contrast(z, z_hat),
             "loss_stl_trans": self.weights["trans"] * trans,
         }

@@ -145,6 +145,10 @@ def test_departures_are_listed_by_the_cli_and_in_the_readme():
         assert f"{d.key} (" in p.stdout
         if d.other:
             assert d.other in p.stdout and d.other in row, d.key
+    md = harness("methods", "--departures", "--markdown")
+    assert md.stdout.strip() in table, (
+        "README's table: paste `harness methods --departures --markdown`"
+    )
 
 
 # ---- key=value overrides ------------------------------------------------------------------

@@ -36,8 +36,10 @@ PAPER: dict = {
     "heads": {"width_factor": 1.0},
     "data": {"dataset": "imagenet"},
     "train": {"batch_size": 2048, "epochs": 100, "max_steps": None},
-    # None: the augmentation's own minimum crop scale.
-    "views": {"crop_min": None},
+    # crop_min None: the augmentation's own minimum crop scale. photometric: "kornia", the
+    # public SER code's GPU pipeline for every view ("torchvision": the base methods' own;
+    # harness/data/augment.py).
+    "views": {"crop_min": None, "photometric": "kornia"},
     "recipe": {},
     "recipe_by_base": {},
     "addons": {},

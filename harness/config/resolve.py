@@ -28,6 +28,7 @@ from typing import Any
 
 from harness.config import presets
 from harness.config.evaluations import EVALUATIONS
+from harness.data.augment import FLAVOURS
 from harness.data.views import choose, require_policy
 from harness.errors import HarnessError
 from harness.io import _atomic
@@ -140,6 +141,10 @@ def resolve(
     except HarnessError as e:
         named = view_policy(method) or choose(requires, None)
         raise HarnessError(f"views.policy={policy}: {e}" if policy != named else str(e)) from None
+    if cfg["views"]["photometric"] not in FLAVOURS:
+        raise HarnessError(
+            f"views.photometric={cfg['views']['photometric']}: choose one of {', '.join(FLAVOURS)}"
+        )
     return cfg
 
 

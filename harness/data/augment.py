@@ -7,6 +7,19 @@ parameter (in the order, and from the same torch RNG calls, as the equivalent to
 blur is separable (a value may round to the next uint8 level, rarely). Parameters are a flat
 float vector with the named layout ``PARAMS``. ``harness.data.photometric.render`` is the
 batched, device-side twin of ``photometric`` on the uint8 crops of ``crop_uint8``.
+
+Two flavours of the photometric part draw the same parameters and render them differently:
+
+* ``kornia`` (default, ``views.photometric``): what the public SER code runs on the GPU for
+  every view of MoCo-v3, DINO and Barlow Twins (``Aug_equi.inv1``/``inv2``, kornia's
+  ColorJiggle, RandomGrayscale, RandomGaussianBlur, RandomSolarize): brightness added
+  (x + b − 1), contrast multiplied (c·x), saturation scaled in HSV, hue shifted in HSV, each
+  clamped to [0, 1] in float; a 9×9 blur at 224 px; solarize above a threshold drawn from
+  U(0, 1) per image (kornia's ``thresholds=0.5``). It renders through
+  ``harness.data.photometric.render`` on either path. One difference is left: kornia draws
+  one jitter order per batch, here each image draws its own (the same distribution per image).
+* ``torchvision``: the base methods' original repositories (torchvision's ColorJitter, a
+  23×23 blur at 224 px, solarize at 128), rendered with PIL in the workers.
 """
 
 from __future__ import annotations
@@ -20,11 +33,14 @@ from torchvision.transforms import functional as F
 from torchvision.transforms import transforms as T
 
 from harness.data.blur import gaussian_blur
+from harness.errors import HarnessError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BICUBIC, BILINEAR = InterpolationMode.BICUBIC, InterpolationMode.BILINEAR
 RATIO = (3 / 4, 4 / 3)
 JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue of the base methods
+FLAVOURS = ("kornia", "torchvision")
+SOLARIZE_AT = 128 / 255  # torchvision's (PIL's) threshold on the [0, 1] scale
 
 PARAMS = (
     "top",
@@ -47,6 +63,7 @@ PARAMS = (
     "blur",
     "sigma",
     "solarize",
+    "threshold",
 )
 IDX = {n: i for i, n in enumerate(PARAMS)}
 # Identity values where an operation was not applied (EquiMod's convention).
@@ -58,12 +75,15 @@ _IDENTITY = {
     "brightness": 1.0,
     "contrast": 1.0,
     "saturation": 1.0,
+    "threshold": SOLARIZE_AT,
 }
 
 
-def blur_kernel(size: int) -> tuple[int, float]:
-    """The specs' kernel (23 px) and σ range are for 224 px crops; scale both with the crop."""
-    return max(3, int(round(size * 0.1)) // 2 * 2 + 1), size / 224
+def blur_kernel(size: int, flavour: str = "torchvision") -> tuple[int, float]:
+    """The kernel (23 px for torchvision's pipelines, 10 % of the crop; 9 px for the public
+    code's kornia one) and σ range are for 224 px crops; scale both with the crop."""
+    px = size * 0.1 if flavour == "torchvision" else size * 9 / 224
+    return max(3, int(round(px)) // 2 * 2 + 1), size / 224
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,18 @@ class Pipeline:
     blur_p: float = 0.5
     solarize_p: float = 0.0
     jitter: tuple = JITTER
+    flavour: str = "torchvision"
+
+    def __post_init__(self):
+        if self.flavour not in FLAVOURS:
+            raise HarnessError(
+                f"unknown photometric flavour '{self.flavour}': set views.photometric to "
+                f"one of {', '.join(FLAVOURS)}"
+            )
+
+    @property
+    def kernel(self) -> int:
+        return blur_kernel(self.size, self.flavour)[0]
 
     def sample_geometric(self, img, p: dict) -> dict:
         i, j, h, w = T.RandomResizedCrop.get_params(img, list(self.scale), list(RATIO))
@@ -101,7 +133,13 @@ class Pipeline:
             lo, hi = (0.1 * blur_kernel(self.size)[1], 2.0 * blur_kernel(self.size)[1])
             p["sigma"] = T.GaussianBlur.get_params(lo, hi)
         p["solarize"] = float(torch.rand(1).item() < self.solarize_p)
+        self._threshold(p)
         return p
+
+    def _threshold(self, p: dict) -> None:
+        p["threshold"] = SOLARIZE_AT
+        if self.flavour == "kornia" and p["solarize"]:
+            p["threshold"] = float(torch.rand(1))
 
     def sample(self, img) -> torch.Tensor:
         return encode(self.sample_photometric(self.sample_geometric(img, {})))
@@ -116,6 +154,7 @@ class Pipeline:
             f = blur_kernel(self.size)[1]
             p["sigma"] = T.GaussianBlur.get_params(0.1 * f, 2.0 * f)
         p["solarize"] = float(torch.rand(1).item() < self.solarize_p)
+        self._threshold(p)
         return encode(p)
 
     def crop(self, img, params: torch.Tensor):
@@ -135,6 +174,13 @@ class Pipeline:
         return F.pil_to_tensor(self.crop(img, params))
 
     def photometric(self, img, params: torch.Tensor) -> torch.Tensor:
+        if self.flavour == "kornia":
+            # Float ops without PIL's rounding: the batched renderer, on this one image.
+            # (Imported here: photometric.py builds on this module's layout.)
+            from harness.data.photometric import render
+
+            x = F.pil_to_tensor(img)[None]
+            return render(x, params[None], self.kernel, flavour="kornia")[0]
         p = decode(params)
         if p["jitter"]:
             ops = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
@@ -145,8 +191,7 @@ class Pipeline:
         if p["gray"]:
             img = F.rgb_to_grayscale(img, num_output_channels=3)
         if p["blur"]:
-            k = blur_kernel(self.size)[0]
-            img = _blur_pil(img, k, p["sigma"])
+            img = _blur_pil(img, self.kernel, p["sigma"])
         if p["solarize"]:
             img = F.solarize(img, 128)
         return F.normalize(F.to_tensor(img), MEAN, STD)

@@ -21,6 +21,7 @@ def build_policy(method, cfg: dict) -> ViewPolicy:
         cfg["model"]["img_size"],
         cfg["model"]["patch_size"],
         views.get("crop_min"),
+        views.get("photometric", "kornia"),
     )
     opts: dict = {}
     for a in method.addons:
@@ -73,8 +74,13 @@ class PretrainBatches(Dataset):
         idx = order[start : start + self.local_batch].tolist()
         images = [self.images[i][0] for i in idx]
         elements = None
-        if self.n_equiv:
-            # Same generator on every rank: gathered token grids must have equal shapes.
+        if self.n_equiv and self.policy.equiv.get("per_rank", True):
+            # As the public code: each rank its own generator, so its own grids and 90°
+            # rotations (SER gathers token sets of different sizes).
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "group", step, self.rank))
+            elements = self.policy.sample_elements(gen, self.n_equiv)
+        elif self.n_equiv:
+            # ``@shared_grid``: one draw per global step, this rank's slice of it.
             gen = torch.Generator().manual_seed(derive_seed(self.seed, "group", step))
             lo, hi = self.rank * self.n_equiv, (self.rank + 1) * self.n_equiv
             elements = [

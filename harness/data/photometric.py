@@ -5,6 +5,9 @@ blur and solarize run batched where the batch lives (the training device, or a w
 Every image keeps its own recorded parameters: flags, jitter order and factors, σ. The ops are
 torchvision's tensor ops; PIL, which ``Pipeline.photometric`` uses, rounds to uint8 after each
 op, so the two agree to within that rounding (tests/data/test_photometric.py).
+
+The ``kornia`` flavour (``augment``'s docstring) swaps in kornia's ColorJiggle ops and reads
+each image's solarize threshold from its parameters; both flavours share grayscale and blur.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.data.augment import IDX, MEAN, STD, blur_kernel
+from harness.data.augment import IDX, MEAN, STD
 from harness.data.blur import gaussian_blur
 
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
@@ -53,13 +56,35 @@ def _hue(x: Tensor, f: Tensor) -> Tensor:
     return k.sub_(2).abs_().neg_().add_(2).clamp_(0, 1).mul_(c).neg_().add_(maxc)
 
 
-def _solarize(x: Tensor) -> Tensor:
-    # PIL solarizes uint8 values ≥ 128: the same threshold on the [0, 1] scale. A lerp with
-    # 0/1 weights is exact and, on CPU, far cheaper than torch.where.
-    return x.lerp_(1 - x, (x >= 128 / 255).to(x.dtype))
+def _solarize(x: Tensor, threshold: Tensor) -> Tensor:
+    # PIL solarizes uint8 values ≥ 128, kornia values ≥ its threshold: x ↦ 1 − x there. A
+    # lerp with 0/1 weights is exact and, on CPU, far cheaper than torch.where.
+    return x.lerp_(1 - x, (x >= threshold).to(x.dtype))
 
 
-_JITTER = (_brightness, _contrast, _saturation, _hue)  # ColorJitter's op indices 0..3
+def _k_brightness(x: Tensor, f: Tensor) -> Tensor:
+    return x.add_(f - 1).clamp_(0, 1)  # kornia: adjust_brightness(x, factor − 1), additive
+
+
+def _k_contrast(x: Tensor, f: Tensor) -> Tensor:
+    return x.mul_(f).clamp_(0, 1)  # kornia: multiplicative, no blend with the mean
+
+
+def _k_saturation(x: Tensor, f: Tensor) -> Tensor:
+    """kornia's HSV saturation, s ↦ clamp(s·f, 0, 1), in closed form: with v = max and
+    c = max − min, every channel is v − c·w(hue), so scaling c by r = min(f, v / c) (the
+    clamp) moves each channel towards v: x ↦ v + r·(x − v). Grey pixels (c = 0) stay."""
+    v = x.amax(1, keepdim=True)
+    c = v - x.amin(1, keepdim=True)
+    r = torch.minimum(f.expand_as(c), v / c.clamp_min(torch.finfo(x.dtype).tiny))
+    return x.sub_(v).mul_(r).add_(v)
+
+
+_JITTER = {  # ColorJitter's / ColorJiggle's op indices 0..3
+    "torchvision": (_brightness, _contrast, _saturation, _hue),
+    # kornia shifts hue in HSV by 2π·f with f drawn as torchvision's: the same operation.
+    "kornia": (_k_brightness, _k_contrast, _k_saturation, _hue),
+}
 _FACTORS = [IDX[n] for n in ("brightness", "contrast", "saturation", "hue")]
 # On CPU, a few images at a time stay in cache through all the ops: at 224 px, chunks of 8
 # took 10–45% less CPU time than one pass over 64 images.
@@ -67,19 +92,23 @@ _CPU_CHUNK = 8
 
 
 def render(
-    images: Tensor, params: Tensor, blur_size: int, dtype: torch.dtype = torch.float32
+    images: Tensor,
+    params: Tensor,
+    ksize: int,
+    dtype: torch.dtype = torch.float32,
+    flavour: str = "torchvision",
 ) -> Tensor:
     """Jitter, grayscale, blur, solarize and normalise uint8 crops ``images`` [N, 3, H, W] with
-    their parameter vectors ``params`` [N, len(PARAMS)] (``augment.PARAMS``); ``blur_size`` is
-    the pipeline's crop size, which sets the kernel. Returns [N, 3, H, W] in ``dtype``."""
+    their parameter vectors ``params`` [N, len(PARAMS)] (``augment.PARAMS``); ``ksize`` is the
+    blur kernel (the pipeline's ``kernel``). Returns [N, 3, H, W] in ``dtype``."""
     out = torch.empty(images.shape, dtype=dtype, device=images.device)
     step = _CPU_CHUNK if images.device.type == "cpu" else max(1, len(images))
     for i in range(0, len(images), step):
-        _render(images[i : i + step], params[i : i + step], blur_size, out[i : i + step])
+        _render(images[i : i + step], params[i : i + step], ksize, out[i : i + step], flavour)
     return out
 
 
-def _render(images: Tensor, params: Tensor, blur_size: int, x: Tensor) -> None:
+def _render(images: Tensor, params: Tensor, ksize: int, x: Tensor, flavour: str) -> None:
     """``render`` into ``x``, every op in place."""
     dev = images.device
     # Flags and orders steer which images each op touches; read on the host so that a CUDA
@@ -98,12 +127,12 @@ def _render(images: Tensor, params: Tensor, blur_size: int, x: Tensor) -> None:
 
     for k in range(4):  # each order position, each op: the images that apply it there
         order = host[:, IDX[f"order{k}"]]
-        for o, op in enumerate(_JITTER):
+        for o, op in enumerate(_JITTER[flavour]):
             apply(on["jitter"] & (order == o), lambda y, i, o=o, op=op: op(y, factors[i, o]))
     apply(on["gray"], lambda y, i: _gray(y).expand_as(y))
-    ksize = blur_kernel(blur_size)[0]
     sigma = params[:, IDX["sigma"]].to(dev, torch.float32)
     apply(on["blur"], lambda y, i: gaussian_blur(y, ksize, sigma[i]))
-    apply(on["solarize"], lambda y, i: _solarize(y))
+    threshold = params[:, IDX["threshold"]].to(dev, x.dtype)[:, None, None, None]
+    apply(on["solarize"], lambda y, i: _solarize(y, threshold[i]))
     mean, std = (x.new_tensor(v).view(1, 3, 1, 1) for v in (MEAN, STD))
     x.sub_(mean).div_(std)

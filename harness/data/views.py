@@ -31,7 +31,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
-from harness.data.augment import BILINEAR, Pipeline, blur_kernel, clean, encode
+from harness.data.augment import BILINEAR, Pipeline, clean, encode
 from harness.data.photometric import render
 from harness.errors import HarnessError
 from harness.model import group
@@ -78,6 +78,7 @@ class Augmentations:
     size: int
     patch: int
     crop_min: float | None = None  # presets below 224 px raise the minimum global crop
+    flavour: str = "kornia"  # the photometric part's (``views.photometric``, augment.FLAVOURS)
     globals: tuple = field(init=False)
     local: Pipeline = field(init=False)
     rotated: Pipeline = field(init=False)
@@ -85,16 +86,16 @@ class Augmentations:
 
     def __post_init__(self):
         scale, interp = self.ssl.scale, self.ssl.interpolation
-        blur_p, sol_p = self.ssl.blur_p, self.ssl.solarize_p
+        blur_p, sol_p, fl = self.ssl.blur_p, self.ssl.solarize_p, self.flavour
         if self.crop_min is not None:
             scale = (max(scale[0], self.crop_min), scale[1])
         self.globals = tuple(
-            Pipeline(self.size, scale, interp, blur_p=blur_p[v], solarize_p=sol_p[v])
+            Pipeline(self.size, scale, interp, blur_p=blur_p[v], solarize_p=sol_p[v], flavour=fl)
             for v in range(2)
         )
         small = small_size(self.size, self.patch)
-        self.local = Pipeline(small, LOCAL_SCALE, interp, blur_p=0.5)
-        self.rotated = Pipeline(small, ROTATED_SCALE, BILINEAR, blur_p=0.1)
+        self.local = Pipeline(small, LOCAL_SCALE, interp, blur_p=0.5, flavour=fl)
+        self.rotated = Pipeline(small, ROTATED_SCALE, BILINEAR, blur_p=0.1, flavour=fl)
         self.clean = clean(self.size, interp)
 
 
@@ -102,7 +103,7 @@ class Augmentations:
 class ViewPolicy:
     name: str
     augs: Augmentations
-    equiv: dict | None = None  # SER's {"ratio", "policy", "scale", "aspect"}
+    equiv: dict | None = None  # SER's {"ratio", "policy", "scale", "aspect", "per_rank"}
     standardise: bool = False  # emit standardised parameter vectors (EquiMod)
     stats: tuple | None = None  # (mean, std) of the parameter vectors, from fit_stats
     defer: bool = False  # leave the photometric part to ``finish`` on the training device
@@ -208,7 +209,8 @@ class ViewPolicy:
         return {
             "crops": torch.stack(crops),
             "params": torch.stack(params),
-            "blur": blur_kernel(pipe.size)[0],
+            "blur": pipe.kernel,
+            "flavour": pipe.flavour,
             "then": then,
         }
 
@@ -262,7 +264,7 @@ def finish(batch: dict, device=None) -> dict:
         if not isinstance(chunk, dict):
             return chunk
         crops = chunk["crops"] if device is None else chunk["crops"].to(device, non_blocking=True)
-        x = render(crops, chunk["params"], chunk["blur"])
+        x = render(crops, chunk["params"], chunk["blur"], flavour=chunk["flavour"])
         then = chunk["then"]
         if then and then[0] == "act":
             return group.act_each(x, then[1], unit=then[2])

@@ -61,6 +61,47 @@ def gather(x: torch.Tensor, grad: bool = True) -> torch.Tensor:
     return torch.cat(parts)
 
 
+class _GatherVaryingWithGrad(torch.autograd.Function):
+    """``_GatherWithGrad`` for shards whose row counts differ across ranks."""
+
+    @staticmethod
+    def forward(ctx, x, counts):
+        ctx.counts = counts
+        return _gather_padded(x, counts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        start = sum(ctx.counts[: rank()])
+        return grad[start : start + ctx.counts[rank()]], None
+
+
+def _gather_padded(x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    # all_gather needs one shape: pad every shard to the longest, then cut the padding off.
+    pad = max(counts) - x.shape[0]
+    xp = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))]) if pad else x
+    parts = [torch.empty_like(xp) for _ in range(world_size())]
+    dist.all_gather(parts, xp.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, counts)])
+
+
+def gather_varying(x: torch.Tensor, grad: bool = True) -> tuple[torch.Tensor, list[int]]:
+    """``gather`` for shards whose length along dim 0 may differ across ranks (SER's token
+    maps when every rank draws its own grid, as the public code does). Returns the
+    concatenation and each rank's row count, so a rank finds its own rows at
+    ``sum(counts[:rank()])``. The counts are exchanged first (one small all_gather)."""
+    if not is_dist():
+        return (x if grad else x.detach()), [x.shape[0]]
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.empty_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    counts = [int(s) for s in sizes]
+    if grad:
+        return _GatherVaryingWithGrad.apply(x, counts), counts
+    return _gather_padded(x.detach(), counts), counts
+
+
 class _AllReduceSum(torch.autograd.Function):
     """Sum across ranks whose backward is the sum of every rank's gradient: each rank's
     input reaches every rank's loss. (torch.distributed.nn's version is deprecated.)"""

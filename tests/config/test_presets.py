@@ -12,7 +12,7 @@ def test_paper_evaluation_sections_are_the_code_defaults():
     for name, section in EVALUATIONS.items():
         assert paper[name] == section, name
     assert paper["heads"] == {"width_factor": 1.0}
-    assert paper["views"] == {"crop_min": None}
+    assert paper["views"] == {"crop_min": None, "photometric": "kornia"}
     assert "dims" not in paper
 
 
@@ -58,8 +58,8 @@ def test_tiny_and_micro_keep_their_old_values():
         "size": 36,
     }
     assert micro["data"]["train_per_class"] == 8 and micro["data"]["size"] == 20
-    assert tiny["views"] == {"crop_min": 0.3}
-    assert micro["views"] == {"crop_min": None}
+    assert tiny["views"] == {"crop_min": 0.3, "photometric": "kornia"}
+    assert micro["views"] == {"crop_min": None, "photometric": "kornia"}
     assert tiny["recipe"] == {"base_lr": 4e-3, "warmup_epochs": 1}
     assert micro["recipe"] == {"base_lr": 4e-3, "warmup_epochs": 0}
     bt = {"barlow_twins": {"base_lr": 2e-3, "bias_lr": 2e-3}}

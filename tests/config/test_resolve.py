@@ -32,7 +32,7 @@ def test_resolved_sections_are_plain_json():
     assert list(cfg) == SECTIONS
     assert json.loads(json.dumps(cfg)) == cfg
     assert cfg["heads"] == {"width_factor": 0.015625}
-    assert cfg["views"] == {"crop_min": None, "policy": "2view"}
+    assert cfg["views"] == {"crop_min": None, "photometric": "kornia", "policy": "2view"}
     assert cfg["addons"] == [{"name": "ser", "options": {"ratio": 0.25}}]
     assert cfg["runtime"] == C.RUNTIME and cfg["runtime"]["num_workers"] is None
     assert cfg["linear"]["epochs"] == 5 and cfg["iebench"] == EVALUATIONS["iebench"]
@@ -97,6 +97,7 @@ HINT = "(harness config moco_v3 --preset micro lists every key)"
         ("train.batch_size=abc", ["train.batch_size=abc: expected an int", "'abc'", HINT]),
         ("train.max_steps=2.5", ["train.max_steps=2.5: expected an int"]),
         ("views.crop_min=big", ["views.crop_min=big: expected a float"]),
+        ("views.photometric=pil", ["views.photometric=pil: choose one of kornia, torchvision"]),
         ("runtime.num_workers=two", ["runtime.num_workers=two: expected an int"]),
         ("runtime.num_workers=-1", ["runtime.num_workers=-1: expected a count"]),
         ("knn.ks=3", ["knn.ks=3: expected a list"]),
@@ -120,6 +121,7 @@ def test_bad_overrides_are_one_line_naming_the_key(override, needles):
 def test_views_policy_must_supply_what_the_add_ons_need():
     assert C.resolve("moco_v3+ser", "micro", overrides=["views.policy=rot4"])["views"] == {
         "crop_min": None,
+        "photometric": "kornia",
         "policy": "rot4",
     }
     with pytest.raises(HarnessError, match="views.policy=2view: .*moco_v3\\+stl.*@paired"):

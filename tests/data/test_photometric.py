@@ -138,12 +138,12 @@ def test_pipeline_blur_is_torchvision_blur_up_to_rounding():
 def test_render_equals_torchvision_tensor_ops_per_image():
     """Same ops in float: equal to float rounding, so order, factors and hue are exact."""
     images, P = _images(30), _sampled(30)  # 30: the last CPU chunk is partial
-    got = render(images, P, S)
+    got = render(images, P, blur_kernel(S)[0])
     ref = torch.stack([_tensor_reference(im, p) for im, p in zip(images, P)])
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
     images, P = _images(24, seed=1), _strong(24)
     torch.testing.assert_close(
-        render(images, P, S),
+        render(images, P, blur_kernel(S)[0]),
         torch.stack([_tensor_reference(im, p) for im, p in zip(images, P)]),
         atol=1e-4,
         rtol=0,
@@ -161,7 +161,7 @@ PIL_MEAN, PIL_MAX = 0.035, 0.45
 @pytest.mark.parametrize("params", [_sampled, _strong])
 def test_render_matches_pil_pipeline(params):
     images, P = _images(24, seed=2), params(24)
-    d = (render(images, P, S) - _pil_reference(images, P)).abs()
+    d = (render(images, P, blur_kernel(S)[0]) - _pil_reference(images, P)).abs()
     assert d.mean() < PIL_MEAN and d.max() < PIL_MAX
 
 
@@ -174,7 +174,7 @@ def test_pil_bound_catches_a_wrong_order_or_factor():
     wrong_factor[:, IDX["contrast"]] = 0.8
     wrong_hue[:, IDX["hue"]] *= -1
     for Q in (wrong_order, wrong_factor, wrong_hue):
-        assert (render(images, Q, S) - ref).abs().mean() > 2 * PIL_MEAN
+        assert (render(images, Q, blur_kernel(S)[0]) - ref).abs().mean() > 2 * PIL_MEAN
 
 
 # ---- (c) the parameters are those torchvision draws -----------------------------------------
@@ -262,10 +262,10 @@ def test_render_keeps_shape_and_dtype_without_nan(dtype):
     images, P = _images(16, seed=3), _strong(16)
     images[0] = 0  # black and white images: hue's and contrast's degenerate cases
     images[1] = 255
-    got = render(images, P, S, dtype=dtype)
+    got = render(images, P, blur_kernel(S)[0], dtype=dtype)
     assert got.shape == images.shape and got.dtype == dtype and got.isfinite().all()
     # bf16 keeps 8 significant bits: near 1 each op rounds by up to half a uint8 level, and
     # the hue (in sixths of a turn, up to 5) to 1/32 of a sixth: as coarse as PIL's 8-bit HSV.
     # Measured: mean 0.010, max 0.26 in normalised units; the PIL bounds hold.
-    d = (got.float() - render(images, P, S)).abs()
+    d = (got.float() - render(images, P, blur_kernel(S)[0])).abs()
     assert d.mean() < PIL_MEAN / 2 and d.max() < PIL_MAX

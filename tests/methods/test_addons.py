@@ -1,5 +1,8 @@
 """The equivariance add-ons (spec/methods.md §4–7): each loss against a direct re-implementation
-of its formula, each §10 pitfall, the view policies that feed them, and @layerK."""
+of its formula, each §10 pitfall, the view policies that feed them, and @layerK.
+
+AugSelf, EquiMod and STL are checked here under ``@original`` (the harness's computation before
+version 2); their defaults, the public SER code's, are in test_addons_public.py."""
 
 import math
 
@@ -11,13 +14,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from harness import config as C
-from harness.data.augment import IDX, PARAMS, STD, Pipeline, encode
+from harness.data.augment import IDX, STD, Pipeline, encode
 from harness.data.batches import build_policy
 from harness.errors import HarnessError
 from harness.schedule import Progress
 from harness.tools.audit import audit, random_batch
 from harness.tools.flops import params_millions
-from methods.augself import color_vector, crop_vector
+from methods.augself import color_vector, crop_target, crop_vector
+from methods.equimod import VECTOR_NAMES
 from methods.losses import nt_xent
 from methods.registry import parse
 
@@ -117,7 +121,7 @@ def _param(**kw):
     return encode(kw)
 
 
-def test_augself_targets_mirror_flipped_centres_and_normalise_colour_by_range():
+def test_augself_original_targets_mirror_flipped_centres_and_normalise_colour_by_range():
     a = _param(
         top=10,
         left=20,
@@ -135,16 +139,17 @@ def test_augself_targets_mirror_flipped_centres_and_normalise_colour_by_range():
     b = _param(top=0, left=0, height=100, width=200, img_h=100, img_w=200, flip=0, jitter=0)
     pa, pb = a[None], b[None]
     # Centre (0.35, 0.2) mirrored to x = 0.8 under the flip; size (0.5, 0.2) vs (1, 1).
-    assert torch.allclose(
-        crop_vector(pa) - crop_vector(pb), torch.tensor([[-0.15, 0.3, -0.5, -0.8]])
-    )
+    want = torch.tensor([[-0.15, 0.3, -0.5, -0.8]])
+    assert torch.allclose(crop_vector(pa) - crop_vector(pb), want)
+    assert torch.allclose(crop_target(pa, pb, original=True), want)
+    assert torch.allclose(crop_target(pb, pa, original=True), -want)
     # Ranges 0.8, 0.8, 0.4, 0.2 for jitter (0.4, 0.4, 0.2, 0.1); no jitter = zeros.
     assert torch.allclose(color_vector(pa), torch.tensor([[0.25, -0.25, 0.25, -0.25]]))
     assert torch.equal(color_vector(pb), torch.zeros(1, 4))
 
 
-def test_augself_loss_is_symmetric_tanh_mse_on_backbone_features():
-    m, batch = _setup("moco_v3+augself")
+def test_augself_original_loss_is_symmetric_tanh_mse_on_backbone_features():
+    m, batch = _setup("moco_v3+augself@original")
     online = _encode(m, batch)
     add = m.addons[0]
     torch.manual_seed(1)
@@ -170,8 +175,8 @@ def test_augself_parameter_count_is_two_spec_heads():
 # ---- STL (§5) ------------------------------------------------------------------------------
 
 
-def test_stl_losses_match_the_formulas_with_the_partners_transformation():
-    m, batch = _setup("moco_v3+stl")
+def test_stl_original_losses_match_the_formulas_with_the_partners_transformation():
+    m, batch = _setup("moco_v3+stl@original")
     online = _encode(m, batch)
     add = m.addons[0]
     got = add.losses(m, batch, online, None, Progress(0, 1, 1))
@@ -201,13 +206,12 @@ def test_stl_losses_match_the_formulas_with_the_partners_transformation():
 # ---- EquiMod (§6) --------------------------------------------------------------------------
 
 
-def test_equimod_uses_the_clean_image_standardised_parameters_and_4b_ntxent():
-    m, batch = _setup("moco_v3+equimod")
+def test_equimod_original_uses_the_clean_image_standardised_parameters_and_4b_ntxent():
+    m, batch = _setup("moco_v3+equimod@original")
     n = batch["views"][0][0].shape[0]
     assert batch["clean"].shape == batch["views"][0][0].shape
     # The clean view does not depend on the augmentation seed.
-    cfg = C.resolve("moco_v3+equimod", "micro")
-    from harness.data.batches import build_policy
+    cfg = C.resolve("moco_v3+equimod@original", "micro")
 
     policy = build_policy(m, cfg)
     ims = _images(4)
@@ -226,8 +230,8 @@ def test_equimod_uses_the_clean_image_standardised_parameters_and_4b_ntxent():
     got = add.losses(m, batch, online, None, Progress(0, 1, 1))["loss_equimod"]
     y0 = add.projector(batch["encoded"]["clean"].cls)
     y = [add.projector(online[v].cls[:n]) for v in range(2)]
-    keep = [i for i, name in enumerate(PARAMS) if name not in ("img_h", "img_w")]
-    assert len(keep) == 18
+    keep = [IDX[name] for name in VECTOR_NAMES]
+    assert len(keep) == 18 and not {"img_h", "img_w"} & set(VECTOR_NAMES)
     y_hat = [add.predictor(torch.cat([y0, add.embed(p[:, keep])], 1)) for p in batch["params_z"]]
     assert torch.allclose(got, _nt_xent_loop(torch.cat(y), torch.cat(y_hat), 0.2), atol=1e-5)
 
