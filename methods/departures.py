@@ -152,12 +152,11 @@ DEPARTURES: tuple[Departure, ...] = (
         "(brightness added, contrast multiplied, saturation and hue in HSV; one jitter order "
         "per batch), RandomGrayscale(0.2), GaussianBlur 9×9 σ∈[0.1, 2] (p=1 view 1, p=0.1 "
         "view 2), RandomSolarize(thresholds=0.5: threshold ~ U(0, 1), p=0.2 on view 2)",
-        "the same ops and probabilities (views.photometric=kornia), except that each image "
-        "draws its own jitter order",
+        "the same (views.photometric=kornia), rendered in float on the workers or the GPU",
         "views.photometric=torchvision",
-        "matches the public code but for the order (the same distribution per image); "
-        "`views.photometric=torchvision` gives the base methods' own repositories' pipeline "
-        "(torchvision's ColorJitter, a 23×23 blur, solarize at 128)",
+        "matches the public code; `views.photometric=torchvision` gives the base methods' own "
+        "repositories' pipeline (torchvision's ColorJitter with a per-image order, a 23×23 "
+        "blur, solarize at 128)",
     ),
     Departure(
         "ser-2plus4-loss",

@@ -16,8 +16,8 @@ Two flavours of the photometric part draw the same parameters and render them di
   (x + b − 1), contrast multiplied (c·x), saturation scaled in HSV, hue shifted in HSV, each
   clamped to [0, 1] in float; a 9×9 blur at 224 px; solarize above a threshold drawn from
   U(0, 1) per image (kornia's ``thresholds=0.5``). It renders through
-  ``harness.data.photometric.render`` on either path. One difference is left: kornia draws
-  one jitter order per batch, here each image draws its own (the same distribution per image).
+  ``harness.data.photometric.render`` on either path. As kornia, one jitter order per view
+  chunk (``views._chunk_order``).
 * ``torchvision``: the base methods' original repositories (torchvision's ColorJitter, a
   23×23 blur at 224 px, solarize at 128), rendered with PIL in the workers.
 """

@@ -31,7 +31,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
-from harness.data.augment import BILINEAR, Pipeline, clean, encode
+from harness.data.augment import BILINEAR, IDX, Pipeline, clean, encode
 from harness.data.photometric import render
 from harness.errors import HarnessError
 from harness.model import group
@@ -176,12 +176,13 @@ class ViewPolicy:
             torch.manual_seed(seed)
             views, params = [], []
             for pipe in self.augs.globals:
-                p = self._global_params(pipe, b1)
+                p = _chunk_order(pipe, self._global_params(pipe, b1))
                 views.append([self._views(pipe, b1, p)])
                 params.append(torch.stack(p))
             pipe = self.augs.local
             for _ in range(self.n_local):
-                views.append([self._views(pipe, b1, [pipe.sample(im) for im in b1])])
+                p = _chunk_order(pipe, [pipe.sample(im) for im in b1])
+                views.append([self._views(pipe, b1, p)])
             batch = {"views": views, "n_global": 2, "params": params}
             if self.standardise and self.stats is not None:
                 mean, std = self.stats
@@ -190,7 +191,8 @@ class ViewPolicy:
                 batch["clean"] = torch.stack([self.augs.clean(im) for im in b1])
             if self.name == "rot4":
                 pipe = self.augs.rotated
-                crops = self._views(pipe, b1, [pipe.sample(im) for im in b1], then=("rot4",))
+                p = _chunk_order(pipe, [pipe.sample(im) for im in b1])
+                crops = self._views(pipe, b1, p, then=("rot4",))
                 batch["rotated"] = crops if self.defer else _rot4(crops)
                 batch["rot_labels"] = torch.arange(4).repeat_interleave(len(b1))
             if n2:
@@ -234,7 +236,7 @@ class ViewPolicy:
             pipes = self.augs.globals if a < 2 else (self.augs.local, self.augs.local)
             bases = [pipes[0].crop(im, encode(pipes[0].sample_geometric(im, {}))) for im in b2]
             for v, pipe, g in ((a, pipes[0], g_a), (b, pipes[1], g_b)):
-                p = [encode(pipe.sample_photometric({})) for _ in bases]
+                p = _chunk_order(pipe, [encode(pipe.sample_photometric({})) for _ in bases])
                 if self.defer:
                     act = ("act", g, self.augs.patch)
                     views[v].append(self._views(pipe, bases, p, then=act, cropped=True))
@@ -247,6 +249,21 @@ class ViewPolicy:
 
 # SER ratios suggested when a rank's batch is too small for the one asked for.
 _RATIOS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0)
+
+
+_ORDER = [IDX[f"order{k}"] for k in range(4)]
+
+
+def _chunk_order(pipe: Pipeline, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """kornia's ColorJiggle draws one jitter order per call, and the public code calls it once
+    per view chunk: every jittered image of the chunk takes the first one's order (drawn, like
+    every image's, uniformly over the 24)."""
+    if pipe.flavour != "kornia":
+        return params
+    jittered = [p for p in params if p[IDX["jitter"]] > 0]
+    for p in jittered[1:]:
+        p[_ORDER] = jittered[0][_ORDER]
+    return params
 
 
 def _rot4(crops: torch.Tensor) -> torch.Tensor:

@@ -189,5 +189,12 @@ def test_ser_equivariance_views_draw_the_public_b2_augmentation():
     assert abs(rate[1]["blur"] - 0.1) < tol and abs(rate[1]["solarize"] - 0.2) < tol
     for v in range(2):
         assert abs(rate[v]["jitter"] - 0.8) < tol and abs(rate[v]["gray"] - 0.2) < tol
+    # One jitter order per chunk, as one ColorJiggle call per view chunk.
+    orders = [IDX[f"order{k}"] for k in range(4)]
+    for d in draws:
+        for chunk in d:
+            jit = chunk[chunk[:, IDX["jitter"]] > 0][:, orders]
+            assert (jit == jit[0]).all()
+    assert len({tuple(d[0][d[0][:, IDX["jitter"]] > 0][0, orders].tolist()) for d in draws}) > 1
     sol = p[1][p[1][:, IDX["solarize"]] > 0, IDX["threshold"]]
     assert len(sol) > 1 and len(set(sol.tolist())) == len(sol)  # drawn per image
