@@ -22,6 +22,11 @@ def cmd_run(a) -> int:
     from harness.run import jobs, launch
 
     spec = _with_rows(tables.load(a.table), a.methods)
+    if a.data_root:
+        from harness import config as C
+        from harness.config import presets
+
+        C.refuse_unused_data_root(a.preset, presets.get(a.preset)["data"]["dataset"], a.data_root)
     profile = None
     if a.cluster == "slurm" or a.profile:
         from harness.run.profiles import load_profile
@@ -126,13 +131,18 @@ def cmd_plan(a) -> int:
 
 def _with_rows(spec, methods: str | None):
     """A table's columns for other rows (``--methods a,b``): your own method beside the paper's."""
-    if not methods:
+    if methods is None:
         return spec
     from dataclasses import replace
 
     from methods.registry import parse
 
     rows = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if not rows:
+        raise HarnessError(
+            f"--methods {methods!r} names no method: give comma-separated names, "
+            f"e.g. --methods moco_v3,moco_v3+ser (or leave it out for the table's rows)"
+        )
     for m in rows:
         parse(m)  # an unknown name fails here, before anything runs
     return replace(spec, rows=rows)
@@ -337,15 +347,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--methods", help="comma-separated rows to run instead of the table's own")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--wandb", action="store_true", help="log to wandb (offline by default)")
-    r.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    r.add_argument("--timeout", type=SECONDS, help="give up waiting after this many seconds")
     r.add_argument(
         "--retries",
-        type=int,
+        type=RETRIES,
         help="times a failed job is submitted again (default: the profile's, else 1)",
     )
     r.add_argument(
         "--parallel",
-        type=int,
+        type=JOBS,
         help="local cluster: jobs at once (default: cores / threads per job)",
     )
     r.set_defaults(fn=cmd_run, takes_overrides=True)
@@ -373,18 +383,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument(
         "--step-time",
-        type=float,
+        type=SECONDS,
         help="measured seconds per pretraining step of the "
         "global batch on this cluster (else FLOPs)",
     )
     r.add_argument(
         "--utilization",
-        type=float,
+        type=FRACTION,
         help="fraction of peak FLOP/s reached (default: the profile's, else 0.4)",
     )
     r.add_argument(
         "--loader-img-s",
-        type=float,
+        type=RATE,
         help="source images/s one loader worker delivers (harness bench loader): flags jobs "
         "the profile's workers cannot feed and prices them at the loader's rate",
     )
@@ -519,6 +529,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_data_fixtures)
     return p
+
+
+def _number(kind, low: float, what: str, high: float | None = None, strict: bool = True):
+    """An argparse type: ``kind`` above ``low`` (or at it, ``strict=False``), at most ``high``."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not (v > low if strict else v >= low) or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"{text}: {what}")
+        return v
+
+    return parse
+
+
+SECONDS = _number(float, 0, "give a number of seconds > 0 (or leave the option out)")
+JOBS = _number(int, 0, "give at least 1 job at once")
+RETRIES = _number(int, 0, "give 0 or more retries", strict=False)
+RATE = _number(float, 0, "give a rate > 0")
+FRACTION = _number(float, 0, "give a fraction of peak in (0, 1], e.g. 0.4 for 40 %", high=1.0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

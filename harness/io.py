@@ -10,6 +10,26 @@ from pathlib import Path
 import torch
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux says it (os.umask can only
+    set it, which races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shareable(path, directory: bool = False) -> None:
+    """Give ``path`` the mode open() or mkdir() would have: mkstemp and mkdtemp create 0600 and
+    0700 files and folders whatever the umask, so a lab-mate could not read shared results."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def _atomic(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,6 +39,7 @@ def _atomic(path: Path, write) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import difflib
 import importlib.util
 import inspect
 import os
+import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -35,6 +36,20 @@ def _no_dims(cls, hook: str, name: str) -> None:
         )
 
 
+def _only_new(kind: str, table: dict, name: str, cls: type) -> None:
+    """A name means one computation: a plugin may add names, never take over one (its runs
+    would be keyed, and reused, as the built-in's). The same class again (a module imported
+    twice) is not a new claim."""
+    old = table.get(name)
+    if old is None or (old.__module__, old.__qualname__) == (cls.__module__, cls.__qualname__):
+        return
+    where = inspect.getsourcefile(old) or old.__module__
+    raise HarnessError(
+        f"{kind} '{name}' is already registered (by {where}): a plugin may only add names — "
+        f"register {cls.__name__} under a new one, e.g. '{name}_v2'"
+    )
+
+
 def register_base(name: str):
     def deco(cls):
         from harness.data.views import SSLAugmentation
@@ -46,6 +61,7 @@ def register_base(name: str):
                 f"harness.data.views, e.g. MoCo-v3's (methods/moco_v3.py)"
             )
         _no_dims(cls, "build_heads", name)
+        _only_new("base method", BASES, name, cls)
         cls.name = name
         BASES[name] = cls
         return cls
@@ -56,6 +72,7 @@ def register_base(name: str):
 def register_addon(name: str):
     def deco(cls):
         _no_dims(cls, "attach", name)
+        _only_new("add-on", ADDONS, name, cls)
         cls.name = name
         ADDONS[name] = cls
         return cls
@@ -91,7 +108,24 @@ def load_plugins(paths=()) -> None:
             )
         spec = importlib.util.spec_from_file_location(f"harness_plugin_{len(_loaded)}", path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except HarnessError:
+            raise
+        except Exception as e:  # the user's file: say which, and what, in one line
+            line = next(
+                (
+                    f.lineno
+                    for f in reversed(traceback.extract_tb(e.__traceback__))
+                    if f.filename == path
+                ),
+                None,
+            )
+            at = f" (line {line})" if line else ""
+            raise HarnessError(
+                f"plugin {path} failed to import{at}: {type(e).__name__}: {e} — fix the file "
+                f"or drop it from --plugin / ${PLUGIN_ENV}"
+            ) from None
         _loaded.add(path)
     for ep in entry_points(group="ser_harness.methods"):
         if ep.value not in _loaded:
@@ -133,6 +167,11 @@ def parse(full: str) -> tuple[type, list[tuple[type, dict]]]:
         if name not in ADDONS:
             raise _unknown("add-on", name, ADDONS)
         cls = ADDONS[name]
+        if any(c is cls for c, _ in addons):
+            raise HarnessError(
+                f"'{full}' names add-on '{name}' twice: name each add-on once, with all "
+                f"its modifiers (e.g. {parts[0]}+{name}@layer3@r0.05)"
+            )
         opts: dict = {}
         for m in mods:
             parsed = cls.parse_modifier(m)

@@ -2,7 +2,7 @@
 config, the objects it builds, and where its data lives."""
 
 from harness.config.build import build_method, load_trained
-from harness.config.paths import data_root, dataset_root, ensure_data
+from harness.config.paths import data_root, dataset_root, ensure_data, refuse_unused_data_root
 from harness.config.resolve import (
     RUNTIME,
     apply_overrides,
@@ -24,6 +24,7 @@ __all__ = [
     "dataset_root",
     "ensure_data",
     "load_trained",
+    "refuse_unused_data_root",
     "resolve",
     "run_id",
     "runtime_settings",

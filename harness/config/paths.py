@@ -9,10 +9,21 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 
+def refuse_unused_data_root(preset: str, dataset: str, data_root) -> None:
+    """Refused, not ignored: whoever passes --data-root means to train on that tree."""
+    if data_root and dataset == "synthetic":
+        raise HarnessError(
+            f"--data-root {data_root}: preset '{preset}' trains on the synthetic set it "
+            f"generates under the results folder; drop --data-root, or use --preset paper "
+            f"to train on that ImageNet tree"
+        )
+
+
 def data_root(cfg: dict, results_dir: Path, data_root: str | None = None) -> Path:
     """Where the run's dataset lives: generated under the results dir, or given by the user."""
     d = cfg["data"]
     if d["dataset"] == "synthetic":
+        refuse_unused_data_root(cfg["preset"], d["dataset"], data_root)
         tag = (
             f"synthetic-n{d['n_classes']}-s{d['size']}-{d['train_per_class']}x{d['val_per_class']}"
         )

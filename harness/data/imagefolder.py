@@ -12,6 +12,7 @@ from pathlib import Path
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
+from harness.data.decode import load_rgb
 from harness.data.loading import FileIndex, file_index
 from harness.errors import HarnessError
 
@@ -70,7 +71,7 @@ class ImageFolderDataset(ImageFolder):
     def __init__(self, root, split: str, transform=None):
         self.info, self._index = _check(root, split)
         try:
-            super().__init__(str(Path(root) / split), transform=transform)
+            super().__init__(str(Path(root) / split), transform=transform, loader=load_rgb)
         finally:
             del self._index  # the samples hold what is needed; workers need not copy the index
 

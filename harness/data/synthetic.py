@@ -171,10 +171,13 @@ def generate(
             f"{root} already holds a synthetic set with other parameters ({manifest}): "
             "pick another --root or pass --force to regenerate it"
         )
-    if not force and ((root / "train").exists() or (root / "val").exists()):
+    entries = root.iterdir() if root.is_dir() else ()
+    foreign = [p.name for p in entries if not p.name.startswith(_TMP_PREFIX)]
+    if not force and foreign:
         raise HarnessError(
-            f"{root} already has train/ or val/ not made by this generator: "
-            "pick an empty --root or pass --force to overwrite them"
+            f"{root} is not empty ({', '.join(sorted(foreign)[:3])}"
+            f"{', …' if len(foreign) > 3 else ''}) and was not written by this generator: "
+            "pick an empty --root or pass --force to write train/ and val/ into it"
         )
 
     root.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.errors import HarnessError  # noqa: E402
+from harness.io import shareable  # noqa: E402
 from tables import METRIC_LABELS, FigureSpec  # noqa: E402
 
 
@@ -23,6 +24,7 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=f".{ext}", dir=out_dir)
         os.close(fd)
         fig.savefig(tmp, dpi=200, bbox_inches="tight")
+        shareable(tmp)
         os.replace(tmp, path)
         paths.append(path)
     plt.close(fig)

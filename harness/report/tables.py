@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.io import shareable
 from tables import DATASET_LABELS, EVALUATION_LABELS, Column, TableSpec
 
 KEY = ["method", "dataset", "metric"]
@@ -296,6 +297,7 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+        shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

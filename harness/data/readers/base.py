@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from harness.data.decode import load_rgb
 from harness.data.loading import FileIndex, file_index
 from harness.errors import HarnessError
 
@@ -175,8 +175,7 @@ class Reader(Dataset):
         return len(self.samples)
 
     def load(self, path: str):
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")  # sketches are greyscale; every head wants RGB
+        return load_rgb(path)  # sketches are greyscale, some PNGs 16-bit: every head wants RGB
 
     def __getitem__(self, i):
         path, label = self.samples[i]
