@@ -572,6 +572,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _one_line(e: HarnessError) -> str:
+    """The message; for an error raised in a DataLoader worker, which torch re-raises with the
+    worker's traceback in the message, only the original message (its last line)."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if last.startswith("harness.errors.HarnessError") else last
+    return text
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -586,7 +596,7 @@ def main(argv=None) -> int:
             )
         return args.fn(args)
     except HarnessError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
+        print(f"harness: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -55,5 +55,27 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def try_read_json(path: Path):
+    """The JSON at ``path``, or None when it is missing or cannot be read (cut short, not
+    JSON, not UTF-8): a results store must treat such a file as not computed, never crash."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def set_aside(path: Path) -> Path:
+    """Move an unreadable file out of the way (``<name>.corrupt``, numbered if taken), so its
+    result is recomputed and the bad bytes are kept for a look."""
+    path = Path(path)
+    dest = path.with_name(path.name + ".corrupt")
+    n = 1
+    while dest.exists():
+        dest = path.with_name(f"{path.name}.corrupt{n}")
+        n += 1
+    os.replace(path, dest)
+    return dest
+
+
 def save_torch(path: Path, obj) -> Path:
     return _atomic(path, lambda f: torch.save(obj, f))

@@ -166,3 +166,139 @@ def test_empty_method_lists_and_repeated_add_ons_are_refused(args, needle, tmp_p
     one_line_error(
         harness(*args, "--results", str(tmp_path)) if args[0] == "run" else harness(*args), needle
     )
+
+
+def _tree(root: Path, splits: dict) -> Path:
+    from PIL import Image
+
+    for split, classes in splits.items():
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (ord(c[-1]) % 255, 0, 0)).save(root / split / c / "0.png")
+    return root
+
+
+def test_val_labels_are_matched_to_train_by_class_name(tmp_path):
+    from harness.data.imagefolder import ImageFolderDataset
+    from harness.errors import HarnessError
+
+    # A class fewer in val/: every other label keeps train/'s index (by position: 'n3' → 1).
+    root = _tree(tmp_path / "sub", {"train": ["n1", "n2", "n3"], "val": ["n1", "n3"]})
+    val = ImageFolderDataset(root, "val")
+    assert val.classes == ["n1", "n2", "n3"] and [y for _, y in val.samples] == [0, 2]
+    # A class train/ lacks: refused in one line, by name (it used to shift every later label).
+    root = _tree(tmp_path / "extra", {"train": ["n1", "n3"], "val": ["n1", "n2", "n3"]})
+    with pytest.raises(HarnessError, match=r"val has class folder\(s\) .*train lacks \(n2\)"):
+        ImageFolderDataset(root, "val")
+    p = harness("data", "check", "imagenet", "--root", str(root))
+    assert p.returncode == 2 and "'n2'" in p.stderr.strip().splitlines()[-1]
+
+
+def test_a_checkpoint_of_another_run_is_refused_by_name(computed, tmp_path):
+    import shutil
+
+    import torch
+
+    res = tmp_path / "results"
+    shutil.copytree(computed, res)
+    (run,) = (res / "runs").iterdir()
+    ck_path = run / "checkpoint.pt"
+    ck = torch.load(ck_path, weights_only=False)
+    ck["config"]["seed"] = 7  # another run's checkpoint: same method, another run id
+    torch.save(ck, ck_path)
+    # An evaluation still to compute must load it: drop one result and the cached features.
+    (result,) = run.glob("eval/linear-imagenet-*.json")
+    result.unlink()
+    shutil.rmtree(run / "features")
+    before = snapshot(res)
+    p = harness(*RUN, "--results", str(res), "runtime.quiet=true")
+    one_line_error(p, str(ck_path), "belongs to run moco_v3-micro-", "not to " + run.name)
+    assert snapshot(res) == before
+    # Cut short: one line as well, naming the file.
+    ck_path.write_bytes(ck_path.read_bytes()[:1000])
+    before = snapshot(res)
+    p = harness(*RUN, "--results", str(res), "runtime.quiet=true")
+    one_line_error(p, str(ck_path), "cannot be read", "move it aside")
+    assert snapshot(res) == before
+
+
+def test_an_unreadable_result_is_named_set_aside_and_recomputed(computed, tmp_path):
+    import json
+    import shutil
+
+    res = tmp_path / "results"
+    shutil.copytree(computed, res)
+    (bad,) = res.glob("runs/*/eval/linear-imagenet_v2-*.json")
+    bad.write_text('{"metrics": {"top1": 1')  # cut short
+    rest = {p: b for p, b in snapshot(res).items() if p != bad}
+    # report: names the file, renders the rest.
+    rep = harness(
+        "report", "table2", "--preset", "micro", "--results", str(res), "--methods", "moco_v3"
+    )
+    assert rep.returncode == 0 and "Traceback" not in rep.stderr, rep.stderr
+    assert f"cannot read {bad}" in rep.stderr
+    md = (res / "report" / "micro" / "table2.md").read_text()
+    assert "MoCo-v3" in md
+    # status: flags it by path.
+    st = harness(
+        "status", "table2", "--preset", "micro", "--results", str(res), "--methods", "moco_v3"
+    )
+    assert st.returncode == 0 and f"unreadable: {bad}" in st.stdout, st.stdout + st.stderr
+    # run: moves it aside and computes it again; every other result is untouched.
+    p = harness(*RUN, "--results", str(res), "runtime.quiet=true")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"cannot read {bad}: moved to {bad.name}.corrupt" in p.stdout + p.stderr
+    assert json.loads(bad.read_text())["metrics"]["top1"] >= 0
+    assert bad.with_name(bad.name + ".corrupt").read_text() == '{"metrics": {"top1": 1'
+    after = snapshot(res)
+    assert all(after[p] == b for p, b in rest.items() if "report" not in p.parts)
+
+
+def _damage(path: Path, kind: str) -> None:
+    import numpy as np
+    from PIL import Image
+
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    elif kind == "zero-byte":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not an image\n")
+    elif kind == "16-bit":
+        Image.fromarray((np.arange(400).reshape(20, 20) * 160).astype(np.uint16)).save(
+            path, format="PNG"
+        )
+    elif kind == "cmyk":
+        Image.new("CMYK", (20, 20), (10, 200, 30, 0)).save(path.with_suffix(".jpg"))
+        path.unlink()
+    elif kind == "1x1":
+        Image.new("RGB", (1, 1), (200, 10, 10)).save(path)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "zero-byte", "text", "16-bit", "cmyk", "1x1"])
+def test_one_damaged_image_of_each_kind_in_a_micro_pretraining(kind, micro_data, tmp_path):
+    """Undecodable files stop training with one line naming the file (in a loader worker as
+    well); 16-bit, CMYK and 1×1 images train."""
+    import shutil
+
+    from harness import config as C
+    from harness.errors import HarnessError
+    from harness.train.loop import pretrain
+
+    _, d = micro_data
+    root = tmp_path / "data"
+    shutil.copytree(d, root)
+    victim = sorted((root / "train").rglob("*.png"))[5]
+    _damage(victim, kind)
+    # One epoch (every image is read) with a loader worker.
+    cfg = C.with_runtime(C.resolve("moco_v3", "micro", max_steps=5), quiet=True, num_workers=1)
+    if kind in ("truncated", "zero-byte", "text"):
+        with pytest.raises(HarnessError) as e:
+            pretrain(cfg, tmp_path / "run", root)
+        from harness.cli import _one_line
+
+        line = _one_line(e.value)
+        assert "\n" not in line and str(victim) in line and "replace it or remove it" in line
+        assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    else:
+        assert pretrain(cfg, tmp_path / "run", root)["finished"]

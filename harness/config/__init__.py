@@ -1,7 +1,7 @@
 """Configs: presets, resolving a method name (and ``key=value`` overrides) into one hashed run
 config, the objects it builds, and where its data lives."""
 
-from harness.config.build import build_method, load_trained
+from harness.config.build import build_method, load_state, load_trained, read_checkpoint
 from harness.config.paths import data_root, dataset_root, ensure_data, refuse_unused_data_root
 from harness.config.resolve import (
     RUNTIME,
@@ -23,7 +23,9 @@ __all__ = [
     "data_root",
     "dataset_root",
     "ensure_data",
+    "load_state",
     "load_trained",
+    "read_checkpoint",
     "refuse_unused_data_root",
     "resolve",
     "run_id",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from harness.errors import HarnessError
 from harness.model.backbone import BackboneConfig
 from methods.registry import parse
 
@@ -25,9 +26,63 @@ def build_method(cfg: dict):
     return base_cls(bcfg, cfg["recipe"], addons, width_factor)
 
 
+def read_checkpoint(path: Path, cfg: dict | None = None, device="cpu") -> dict:
+    """A checkpoint, checked before use: readable, with what training writes, and (given the
+    run's ``cfg``) of that run: the same run id, so the same method, recipe and architecture.
+    A HarnessError in one line otherwise; the file is left as it is."""
+    from harness.config.resolve import run_id
+
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # truncated, not a checkpoint, unpicklable
+        raise HarnessError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:120]}): it was "
+            f"cut short or is not a harness checkpoint; move it aside to train the run again"
+        ) from None
+    missing = [k for k in ("step", "model", "config") if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise HarnessError(
+            f"checkpoint {path} lacks {', '.join(missing)}: it was not written by harness "
+            f"training (import published weights with their own command); move it aside"
+        )
+    if cfg is not None and run_id(ck["config"]) != run_id(cfg):
+        raise HarnessError(
+            f"checkpoint {path} belongs to run {run_id(ck['config'])} "
+            f"({ck['config'].get('method')}), not to {run_id(cfg)}: move it back to that run's "
+            f"folder or delete it"
+        )
+    return ck
+
+
+def load_state(module, state: dict, path: Path) -> None:
+    """``load_state_dict`` with the key sets compared first, the mismatch in one line."""
+    own, theirs = set(module.state_dict()), set(state)
+    if own != theirs:
+        lack, extra = sorted(own - theirs), sorted(theirs - own)
+        raise HarnessError(
+            f"checkpoint {path} does not fit this method: {len(lack)} key(s) missing "
+            f"(e.g. {lack[:1]}), {len(extra)} unexpected (e.g. {extra[:1]}); move it aside"
+        )
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:  # same keys, other shapes
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)[:160]
+        raise HarnessError(f"checkpoint {path} does not fit this method: {first}") from None
+
+
 def load_trained(run_dir: Path, device="cpu"):
-    """The trained Method of a finished run (for evaluations)."""
-    ck = torch.load(Path(run_dir) / "checkpoint.pt", map_location=device, weights_only=False)
+    """The trained Method of a finished run (for evaluations): the checkpoint must be the run
+    folder's own (its config.yaml's run), never another run's copied in."""
+    run_dir = Path(run_dir)
+    own = run_dir / "config.yaml"
+    cfg = None
+    if own.exists():
+        import yaml
+
+        cfg = yaml.safe_load(own.read_text())
+    path = run_dir / "checkpoint.pt"
+    ck = read_checkpoint(path, cfg, device)
     method = build_method(ck["config"])
-    method.load_state_dict(ck["model"])
+    load_state(method, ck["model"], path)
     return method.eval()

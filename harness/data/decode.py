@@ -8,6 +8,8 @@ name.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PIL import Image
 
@@ -34,8 +36,17 @@ def to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
 
 
 def load_rgb(path: str) -> Image.Image:
-    """torchvision's ``pil_loader`` (open, decode, RGB), for every mode."""
-    with open(path, "rb") as f:
-        img = Image.open(f)
-        img.load()
-        return to_rgb(img, str(path))
+    """torchvision's ``pil_loader`` (open, decode, RGB), for every mode. A file that does not
+    decode (zero bytes, cut short, not an image) stops with its name and the fix."""
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        what = "is empty" if size == 0 else f"does not decode ({type(e).__name__}: {e})"
+        raise HarnessError(
+            f"image {path} {what}: replace it or remove it from the dataset "
+            f"(`harness data check` lists every such file)"
+        ) from None
+    return to_rgb(img, str(path))

@@ -62,18 +62,44 @@ def check_imagefolder(root, split: str) -> dict:
     return _check(root, split)[0]
 
 
+def _label_classes(root: Path, split: str, classes: list[str]) -> list[str]:
+    """The label space of ``split``: its own sorted folders for train/, train/'s for any other
+    split beside a train/ (labels are matched by class name, never by position: a val/ with a
+    class fewer keeps every other label). A class train/ lacks is refused."""
+    train = root / "train"
+    if split == "train" or not train.is_dir():
+        return classes
+    known = sorted(e.name for e in os.scandir(train) if e.is_dir())
+    extra = [c for c in classes if c not in set(known)]
+    if extra:
+        raise HarnessError(
+            f"{root / split} has class folder(s) {root / 'train'} lacks "
+            f"({', '.join(extra[:3])}{', …' if len(extra) > 3 else ''}): labels are matched by "
+            f"folder name, so remove them from {split}/ or add them to train/"
+        )
+    return known
+
+
 class ImageFolderDataset(ImageFolder):
-    """torchvision ImageFolder (RGB PIL images, labels in sorted folder order), validated first.
+    """torchvision ImageFolder (RGB PIL images), validated first. Labels index train/'s sorted
+    class folders in every split (``_label_classes``).
 
     Samples are torchvision's (sorted classes, IMG_EXTENSIONS, symlinks followed, a sorted walk
     of each class folder), listed from the split's file index rather than by a second walk."""
 
     def __init__(self, root, split: str, transform=None):
         self.info, self._index = _check(root, split)
+        self._labels = _label_classes(Path(root), split, self.info["classes"])
         try:
             super().__init__(str(Path(root) / split), transform=transform, loader=load_rgb)
         finally:
             del self._index  # the samples hold what is needed; workers need not copy the index
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        labels = getattr(self, "_labels", None)
+        if labels is None:
+            return super().find_classes(directory)
+        return labels, {c: i for i, c in enumerate(labels)}
 
     def make_dataset(
         self,
@@ -111,7 +137,8 @@ class ImageFolderDataset(ImageFolder):
                     if is_valid_file(path):
                         instances.append((path, class_index))
                         available.add(target_class)
-        empty = set(class_to_idx) - available
+        # Classes of the label space this split has no folder for (a val/ subset).
+        empty = set(class_to_idx) - available - (set(class_to_idx) - set(self.info["classes"]))
         if empty and not allow_empty:
             raise FileNotFoundError(
                 f"Found no valid file for the classes {', '.join(sorted(empty))}."

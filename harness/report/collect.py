@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,10 +16,14 @@ from harness.report.tables import render_table
 from harness.run import jobs
 
 
+def _warn(message: str) -> None:
+    print(f"harness: {message}", file=sys.stderr)
+
+
 def table_results(plan: list) -> pd.DataFrame:
     """One row per (method, dataset, metric) of the results a table's planned jobs wrote."""
     rows = []
-    for rec in jobs.load_results(plan):
+    for rec in jobs.load_results(plan, warn=_warn):
         for metric, value in rec["metrics"].items():
             # "fog/top1" from the imagenet_c job is column (imagenet_c/fog, top1).
             sub, _, name = metric.rpartition("/")
@@ -60,7 +65,7 @@ def report(
             if isinstance(spec, tables.FigureSpec):
                 from harness.report.figures import render_figure
 
-                records = jobs.load_results(plan)
+                records = jobs.load_results(plan, warn=_warn)
                 if records:
                     written += render_figure(spec, records, where, ctx)
                 continue

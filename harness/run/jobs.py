@@ -19,7 +19,7 @@ from harness import config as C
 from harness.config import presets
 from harness.config.evaluations import EVALUATIONS, sections_read
 from harness.errors import HarnessError
-from harness.io import read_json, write_json
+from harness.io import try_read_json, write_json
 from harness.provenance import code_version
 
 
@@ -166,8 +166,20 @@ def execute(job: Job) -> dict:
     return record
 
 
-def load_results(jobs: list[Job]) -> list[dict]:
-    return [read_json(j.result) for j in jobs if j.kind == "eval" and j.done()]
+def load_results(jobs: list[Job], warn=None) -> list[dict]:
+    """The results of the finished evaluations; one that cannot be read is left out and named
+    through ``warn`` (``harness run`` recomputes it)."""
+    out = []
+    for j in jobs:
+        if j.kind != "eval" or not j.done():
+            continue
+        rec = try_read_json(j.result)
+        if rec is None:
+            if warn:
+                warn(f"cannot read {j.result}: left out; `harness run` recomputes it")
+            continue
+        out.append(rec)
+    return out
 
 
 def default_runtime(cluster: str, results_dir: Path, data_root: str | None, **extra) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness import config as C
 from harness.errors import HarnessError
+from harness.io import set_aside, try_read_json
 from harness.run import records
 from harness.run.jobs import Job, execute
 
@@ -98,6 +99,9 @@ def run(
 ) -> dict:
     """Submit what is missing, in dependency order; return counts."""
     results_dir = Path(results_dir)
+    for j in jobs:  # an unreadable result is not a result: set it aside, compute it again
+        if j.done() and try_read_json(j.result) is None:
+            log(f"cannot read {j.result}: moved to {set_aside(j.result).name}, recomputing it")
     todo = [j for j in jobs if not j.done()]
     skipped = len(jobs) - len(todo)
     if not todo:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.io import read_json, write_json
+from harness.io import try_read_json, write_json
 
 # Slurm states in which a job will still run (or is running).
 SLURM_LIVE = {
@@ -41,8 +41,8 @@ def path(results_dir: Path, job) -> Path:
 
 
 def load(results_dir: Path, job) -> dict | None:
-    p = path(results_dir, job)
-    return read_json(p) if p.exists() else None
+    # An unreadable record (cut short) counts as none: the job is submitted afresh.
+    return try_read_json(path(results_dir, job))
 
 
 def attempts(results_dir: Path, job) -> int:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.io import try_read_json
 from harness.run import records
 
 STATE_WORDS = {
@@ -75,7 +77,13 @@ class Recorded:
 
 
 def recorded(results_dir: Path) -> list[Recorded]:
-    recs = [json.loads(p.read_text()) for p in Path(results_dir, "jobs").glob("*.json")]
+    recs = []
+    for p in Path(results_dir, "jobs").glob("*.json"):
+        rec = try_read_json(p)
+        if rec is None:
+            print(f"harness: cannot read job record {p}: left out", file=sys.stderr)
+            continue
+        recs.append(rec)
     recs.sort(key=lambda r: r["attempts"][0]["submitted"] if r["attempts"] else "")
     return [
         Recorded(
@@ -100,6 +108,8 @@ def job_status(results_dir: Path, job) -> dict:
     if st["tries"]:
         st["job_id"] = rec["attempts"][-1]["job_id"]
     if job.done():
+        if try_read_json(job.result) is None:
+            return {**st, "state": f"unreadable: {job.result} (harness run recomputes it)"}
         return {**st, "state": "done"}
     if not st["tries"]:
         ready = all(Path(d).exists() for d in job.deps)

@@ -21,7 +21,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from harness.config import build_method, config_hash, run_id, write_config
+from harness.config import (
+    build_method,
+    config_hash,
+    load_state,
+    read_checkpoint,
+    run_id,
+    write_config,
+)
 from harness.data import ImageFolderDataset
 from harness.data.batches import PretrainBatches, build_policy, to_device
 from harness.data.loading import loader_options
@@ -83,6 +90,18 @@ def make_optimizer(method, device: torch.device):
     return torch.optim.AdamW([dict(g) for g in groups], lr=0.0, **fused), groups
 
 
+def _require_finite(method, step: int) -> None:
+    """No checkpoint holds a non-finite weight or buffer (one read-back, at save time only)."""
+    tensors = [(n, t) for n, t in method.state_dict().items() if t.is_floating_point()]
+    ok = torch.stack([torch.isfinite(t).all() for _, t in tensors]).tolist()
+    bad = [n for (n, _), fine in zip(tensors, ok) if not fine]
+    if bad:
+        raise HarnessError(
+            f"{bad[0]} holds a non-finite value at step {step} ({len(bad)} tensor(s)): "
+            "lower the lr or check the data; the last checkpoint is kept"
+        )
+
+
 def compile_backbones(method) -> None:
     """torch.compile every backbone of a method (online, momentum, teacher) in place
     (nn.Module.compile): parameter names, hence checkpoints, stay the same."""
@@ -95,7 +114,8 @@ def train_step(method, opt, groups, batch, progress: Progress, lr: float, amp, g
     """One optimisation step on a batch already on the device: schedules, forward under
     ``amp`` (autocast kwargs or None), ``guard(loss)`` before anything is updated, backward,
     the gradient average across ranks, the method's clipping, the optimiser and the method's
-    after-step (EMA, centre). Returns the loss and its terms, as tensors."""
+    after-step (EMA, centre). Returns the loss, its terms and whether every gradient was
+    finite, as tensors (read back with the loss: checking here would sync every step)."""
     for g, spec in zip(opt.param_groups, groups):
         g["lr"] = lr * spec["lr_scale"]
         g["weight_decay"] = method.weight_decay(progress, spec)
@@ -110,9 +130,11 @@ def train_step(method, opt, groups, batch, progress: Progress, lr: float, amp, g
     loss.backward()
     dist.average_gradients(method.trainable_parameters())
     method.clip_gradients(progress)
+    grads = [p.grad for p in method.trainable_parameters() if p.grad is not None]
+    grad_ok = torch.nn.utils.get_total_norm(grads).isfinite() if grads else loss.new_ones(())
     opt.step()
     method.after_step(progress)
-    return loss, terms
+    return loss, terms, grad_ok
 
 
 def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = None) -> dict:
@@ -165,8 +187,8 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     ckpt_path = run_dir / "checkpoint.pt"
     start = 0
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        method.load_state_dict(ck["model"])
+        ck = read_checkpoint(ckpt_path, cfg, device)
+        load_state(method, ck["model"], ckpt_path)
         opt.load_state_dict(ck["optimizer"])
         _set_rng_state(ck["rng"])
         start = ck["step"]
@@ -213,11 +235,14 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         if not window:
             return
         values = torch.stack([w[2] for w in window]).tolist()
-        for (step, lr, _, t), (loss, *rest) in zip(window, values):
-            if not math.isfinite(loss):
+        for (step, lr, _, t), (loss, *rest, grad_ok) in zip(window, values):
+            bad = f"loss became {loss}" if not math.isfinite(loss) else None
+            if bad is None and not grad_ok:
+                bad = f"a gradient became non-finite (loss {loss:.4g})"
+            if bad:
                 window.clear()
                 raise HarnessError(
-                    f"loss became {loss} at step {step}: lower the lr (recipe base_lr="
+                    f"{bad} at step {step}: lower the lr (recipe base_lr="
                     f"{cfg['recipe']['base_lr']}) or check the data; the last checkpoint "
                     "is kept and nothing after it was saved"
                 )
@@ -243,9 +268,11 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
             progress = Progress(it, total, spe)
             lr = lr_at(cfg["recipe"], it, total, spe, tr["batch_size"])
             batch = to_device(finish(batch, device), device)
-            loss, terms = train_step(method, opt, groups, batch, progress, lr, amp)
+            loss, terms, grad_ok = train_step(method, opt, groups, batch, progress, lr, amp)
             names = list(terms)
-            losses = torch.stack([t.detach().float() for t in (loss, *terms.values())])
+            losses = torch.stack(
+                [t.detach().float() for t in (loss, *terms.values())] + [grad_ok.float()]
+            )
             window.append((it + 1, lr, losses, time.time()))
             bar.update(1)
             warned = due = False
@@ -260,6 +287,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
             if save or (it + 1) % log_every == 0:
                 flush(log)
             if save:
+                _require_finite(method, it + 1)
                 saved_at = time.time()
                 rng = _rng_states()  # every rank takes part; rank 0 writes
                 if lead:

@@ -129,6 +129,52 @@ def test_nonfinite_loss_stops_before_a_poisoned_step_is_saved(data, tmp_path, mo
     assert not (tmp_path / "r" / "pretrain.json").exists()
 
 
+def test_nonfinite_gradient_with_a_finite_loss_is_never_checkpointed(data, tmp_path, monkeypatch):
+    """Issue 15, item 4: a finite loss whose gradient is NaN at step 2 used to be stepped and
+    checkpointed, poisoning every resume. Now the run stops at that step's read, and the step-1
+    checkpoint stays the checkpoint."""
+    from methods.moco_v3 import MoCoV3
+
+    root, d = data
+    real = MoCoV3.training_step
+
+    def poisoned(self, batch, progress):
+        terms = real(self, batch, progress)
+        if progress.it == 1:  # the second step: value + 0, gradient 0 · ∞ = NaN
+            p = self.trainable_parameters()[0]
+            terms["loss_inv"] = terms["loss_inv"] + 0 * (p - p.detach()).abs().sqrt().sum()
+        return terms
+
+    monkeypatch.setattr(MoCoV3, "training_step", poisoned)
+    cfg = C.with_runtime(
+        C.resolve("moco_v3", "micro", max_steps=4), quiet=True, ckpt_every=1, log_every=4
+    )
+    with pytest.raises(HarnessError, match="a gradient became non-finite .* at step 2"):
+        pretrain(cfg, tmp_path / "r", d)
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 1
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    rows = (tmp_path / "r" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in rows] == [1]
+
+
+def test_resuming_from_another_runs_checkpoint_is_refused(data, tmp_path):
+    """Issue 15, item 1: a checkpoint copied from another run used to fail with a
+    'Missing key(s)' traceback on resume; now one line names both runs, and nothing changes."""
+    root, d = data
+    moco = C.with_runtime(C.resolve("moco_v3", "micro", max_steps=1), quiet=True)
+    dino = C.with_runtime(C.resolve("dino", "micro", max_steps=2), quiet=True)
+    pretrain(moco, tmp_path / "moco", d)
+    pretrain(dino, tmp_path / "dino", d, stop_at=1)  # a DINO run, interrupted after step 1
+    (tmp_path / "dino" / "checkpoint.pt").write_bytes(
+        (tmp_path / "moco" / "checkpoint.pt").read_bytes()
+    )
+    before = {p: p.read_bytes() for p in (tmp_path / "dino").iterdir() if p.is_file()}
+    with pytest.raises(HarnessError, match=r"belongs to run moco_v3-micro-\w+ \(moco_v3\)"):
+        pretrain(dino, tmp_path / "dino", d)
+    assert {p: p.read_bytes() for p in (tmp_path / "dino").iterdir() if p.is_file()} == before
+
+
 def test_two_workers_start_and_give_the_batches_of_none(data, tmp_path, monkeypatch):
     """runtime.num_workers=2: two worker processes build the batches, and training sees
     bit-identical batches (hence weights) to building them in the training process."""
