@@ -25,7 +25,7 @@ import re
 import torch
 import torch.nn as nn
 
-from harness.data.augment import IDX
+from harness.data.augment import IDX, PARAMS
 from methods.base import AddOn
 from methods.heads import moco_mlp
 from methods.losses import moco_v3_contrastive, nt_xent
@@ -33,28 +33,9 @@ from methods.registry import register_addon
 
 # The 18-d parameter vector: crop box in pixels + flip, jitter applied / order / factors,
 # grayscale, blur applied / σ, solarize (the BYOL branch's 18 entries; SER's
-# loader/equimod.py, in the same order). Named, so that entries added to PARAMS for other
-# uses (image size, kornia's solarize threshold) stay out of it.
-VECTOR_NAMES = (
-    "top",
-    "left",
-    "height",
-    "width",
-    "flip",
-    "jitter",
-    "order0",
-    "order1",
-    "order2",
-    "order3",
-    "brightness",
-    "contrast",
-    "saturation",
-    "hue",
-    "gray",
-    "blur",
-    "sigma",
-    "solarize",
-)
+# loader/equimod.py, in the same order): PARAMS without the image size and kornia's solarize
+# threshold (the public EquiMod loader solarizes at a fixed 128).
+VECTOR_NAMES = tuple(n for n in PARAMS if n not in ("img_h", "img_w", "threshold"))
 VECTOR = [IDX[n] for n in VECTOR_NAMES]
 
 
