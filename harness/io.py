@@ -51,6 +51,10 @@ def write_json(path: Path, obj) -> Path:
     return _atomic(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
 
 
+def write_text(path: Path, text: str) -> Path:
+    return _atomic(path, lambda f: f.write(text.encode()))
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

@@ -84,6 +84,17 @@ class SER(AddOn):
                 f"{', '.join(HYPER[hyper])}): name them, e.g. "
                 f"{base_name}+{self.name}@tau0.2@lambda1"
             )
+        if not 0 < ratio < 1:
+            raise HarnessError(
+                f"{self.name}@r{ratio:g}: r is the share of each rank's batch that goes to "
+                f"the equivariance pairs, the rest to the base method's views: give 0 < r < 1, "
+                f"e.g. @r0.25"
+            )
+        if self.uses_hyper and not (self.tau > 0 and self.lam >= 0):
+            raise HarnessError(
+                f"{self.name}@tau{self.tau:g}@lambda{self.lam:g}: the temperature τ must be "
+                f"> 0 and the weight λ ≥ 0, e.g. @tau0.2@lambda1"
+            )
         self.layer = layer
         self.cls_layer = layer if cls_layer is None else cls_layer
         self.ratio, self.policy, self.hyper = ratio, policy, hyper

@@ -160,6 +160,9 @@ def test_meaningless_numbers_are_refused(args, needle):
         (["run", "table2", "--preset", "micro", "--methods", ","], "names no method"),
         (["run", "table2", "--preset", "micro", "--methods", ""], "names no method"),
         (["config", "moco_v3+ser+ser"], "names add-on 'ser' twice"),
+        (["config", "moco_v3+ser@r1"], "give 0 < r < 1"),
+        (["config", "moco_v3+ser@r2"], "give 0 < r < 1"),
+        (["config", "moco_v3+ser@tau0"], "the temperature τ must be > 0"),
     ],
 )
 def test_empty_method_lists_and_repeated_add_ons_are_refused(args, needle, tmp_path):

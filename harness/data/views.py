@@ -135,13 +135,19 @@ class ViewPolicy:
         r = self.equiv["ratio"]
         n = round(r * local_batch)
         if n < 2:
-            fits = next((x for x in _RATIOS if round(x * local_batch) >= 2), None)
+            fits = next((x for x in _RATIOS if 2 <= round(x * local_batch) < local_batch), None)
             batch = next(b for b in range(local_batch, 1 << 20) if round(r * b) >= 2)
             raise HarnessError(
                 f"SER's equivariance subset has {n} image(s) per rank (r={r}, batch "
                 f"{local_batch}); it needs ≥ 2: "
                 + (f"use '+ser@r{fits}' or " if fits else "")
                 + f"a per-rank batch of at least {batch}"
+            )
+        if n >= local_batch:
+            raise HarnessError(
+                f"SER's equivariance subset takes all {local_batch} image(s) of a rank's batch "
+                f"(r={r}), leaving none for the base method's views: use a smaller @r or a "
+                f"larger batch"
             )
         return n
 
@@ -248,7 +254,7 @@ class ViewPolicy:
 
 
 # SER ratios suggested when a rank's batch is too small for the one asked for.
-_RATIOS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0)
+_RATIOS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5)
 
 
 _ORDER = [IDX[f"order{k}"] for k in range(4)]

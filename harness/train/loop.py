@@ -34,7 +34,7 @@ from harness.data.batches import PretrainBatches, build_policy, to_device
 from harness.data.loading import loader_options
 from harness.data.views import finish
 from harness.errors import HarnessError
-from harness.io import save_torch, write_json
+from harness.io import save_torch, write_json, write_text
 from harness.model.backbone import Backbone
 from harness.parallel import dist
 from harness.parallel.global_bn import global_batchnorm
@@ -336,5 +336,12 @@ def _trim_log(path: Path, start: int) -> None:
     """Drop log lines past the checkpoint a resumed run restarts from."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            row = json.loads(ln)
+        except ValueError:  # a line cut short by a kill mid-write: rewritten by the resume
+            continue
+        if isinstance(row, dict) and row.get("step", start + 1) <= start:
+            keep.append(ln)
+    write_text(path, "".join(ln + "\n" for ln in keep))

@@ -175,6 +175,20 @@ def test_resuming_from_another_runs_checkpoint_is_refused(data, tmp_path):
     assert {p: p.read_bytes() for p in (tmp_path / "dino").iterdir() if p.is_file()} == before
 
 
+def test_a_log_line_cut_short_does_not_block_the_resume(data, tmp_path):
+    """Issue 15, item 11: a kill mid-write leaves half a line at the end of log.jsonl; the
+    resume used to fail parsing it. Now it is dropped and the steps after the checkpoint are
+    logged again."""
+    root, d = data
+    cfg = C.with_runtime(C.resolve("moco_v3", "micro", max_steps=3), quiet=True, ckpt_every=1)
+    pretrain(cfg, tmp_path, d, stop_at=2)
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write('{"step": 3, "lr": 0.00')
+    assert pretrain(cfg, tmp_path, d)["finished"]
+    rows = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in rows] == [1, 2, 3]
+
+
 def test_two_workers_start_and_give_the_batches_of_none(data, tmp_path, monkeypatch):
     """runtime.num_workers=2: two worker processes build the batches, and training sees
     bit-identical batches (hence weights) to building them in the training process."""
