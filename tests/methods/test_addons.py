@@ -18,12 +18,15 @@ from harness.data.augment import IDX, STD, Pipeline, encode
 from harness.data.batches import build_policy
 from harness.errors import HarnessError
 from harness.schedule import Progress
-from harness.tools.audit import audit, random_batch
+from harness.tools.audit import audit
 from harness.tools.flops import params_millions
 from methods.augself import color_vector, crop_target, crop_vector
 from methods.equimod import VECTOR_NAMES
 from methods.losses import nt_xent
 from methods.registry import parse
+from tests.methods.addons import encode_for_addons as _encode
+from tests.methods.addons import nt_xent_loop as _nt_xent_loop
+from tests.methods.addons import setup as _setup
 
 
 def _images(n=8, size=20, seed=0):
@@ -31,35 +34,6 @@ def _images(n=8, size=20, seed=0):
     return [
         Image.fromarray(rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)) for _ in range(n)
     ]
-
-
-def _setup(name, seed=0):
-    cfg = C.resolve(name, "micro")
-    torch.manual_seed(seed)
-    m = C.build_method(cfg).train()
-    batch = random_batch(m, cfg, seed)
-    return m, batch
-
-
-def _encode(m, batch):
-    """What training_step hands to add-ons, without the base loss."""
-    views = batch["views"]
-    extras = [k for k in ("clean", "rotated") if k in batch]
-    enc = m.encode_views(m.backbone, views + [[batch[k]] for k in extras], m.taps())
-    batch["encoded"] = dict(zip(extras, enc[len(views) :]))
-    return enc[: len(views)]
-
-
-def _nt_xent_loop(a, b, tau):
-    """SimCLR NT-Xent written row by row."""
-    z = F.normalize(torch.cat([a, b]), dim=1)
-    n = len(a)
-    total = 0.0
-    for i in range(2 * n):
-        pos = (i + n) % (2 * n)
-        den = sum(torch.exp(z[i] @ z[j] / tau) for j in range(2 * n) if j != i)
-        total = total - torch.log(torch.exp(z[i] @ z[pos] / tau) / den)
-    return total / (2 * n)
 
 
 # ---- recorded augmentations ----------------------------------------------------------------

@@ -11,45 +11,19 @@ import torch.nn.functional as F
 from harness import config as C
 from harness.data.augment import IDX, encode
 from harness.schedule import Progress
-from harness.tools.audit import random_batch
 from methods.augself import color_vector, crop_target, crop_vector
 from methods.registry import parse
+from tests.methods.addons import encode_for_addons as _encode
+from tests.methods.addons import nt_xent_loop as _nt_xent_loop
+from tests.methods.addons import setup as _setup
 
 P0 = Progress(0, 1, 1)
-
-
-def _setup(name, seed=0):
-    cfg = C.resolve(name, "micro")
-    torch.manual_seed(seed)
-    m = C.build_method(cfg).train()
-    return m, random_batch(m, cfg, seed)
-
-
-def _encode(m, batch):
-    """What training_step hands to add-ons, without the base loss."""
-    views = batch["views"]
-    extras = [k for k in ("clean", "rotated") if k in batch]
-    enc = m.encode_views(m.backbone, views + [[batch[k]] for k in extras], m.taps())
-    batch["encoded"] = dict(zip(extras, enc[len(views) :]))
-    return enc[: len(views)]
 
 
 def _moco(q, k, tau):
     """One direction of the public ``contrastive_loss``: keys detached, CE · 2τ."""
     logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).detach().t() / tau
     return F.cross_entropy(logits, torch.arange(len(q))) * (2 * tau)
-
-
-def _nt_xent_loop(a, b, tau):
-    """SimCLR NT-Xent written row by row (the @original loss)."""
-    z = F.normalize(torch.cat([a, b]), dim=1)
-    n = len(a)
-    total = 0.0
-    for i in range(2 * n):
-        pos = (i + n) % (2 * n)
-        den = sum(torch.exp(z[i] @ z[j] / tau) for j in range(2 * n) if j != i)
-        total = total - torch.log(torch.exp(z[i] @ z[pos] / tau) / den)
-    return total / (2 * n)
 
 
 def _feature(enc):

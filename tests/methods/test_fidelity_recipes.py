@@ -4,7 +4,6 @@ group and per-tensor clipping (main_barlowtwins.py), and the switch to its 1/W g
 """
 
 import os
-import socket
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,6 +19,7 @@ from methods import barlow_twins as bt_module
 from methods.barlow_twins import BarlowTwins
 from methods.dino import DINO
 from methods.losses import barlow_twins
+from tests.helpers import free_port
 
 ITS = 7  # iterations per epoch
 
@@ -170,15 +170,9 @@ def _worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_barlow_twins_public_grad_scale_is_half_the_exact_gradient_at_w2(tmp_path):
     out = tmp_path / "two.pt"
-    mp.spawn(_worker, args=(WORLD, _free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(WORLD, free_port(), str(out)), nprocs=WORLD, join=True)
     two = torch.load(out, weights_only=False)
     one_loss, one_grad = _grad(*_inputs(), public_grad_scale=False)
     assert torch.allclose(_grad(*_inputs(), public_grad_scale=True)[1], one_grad, rtol=1e-12)

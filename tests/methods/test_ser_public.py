@@ -9,7 +9,6 @@ tokens. ``@shared_grid`` draws once per global step for all ranks.
 """
 
 import os
-import socket
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from harness import config as C
 from harness.data.batches import PretrainBatches, build_policy
 from harness.model.group import D4, Element, act_each
 from harness.parallel import dist as hdist
+from tests.helpers import free_port
 
 TAU = 0.3
 
@@ -149,15 +149,9 @@ def _worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(120)
 def test_ranks_with_different_grids_give_the_mean_over_all_tokens(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     got = [torch.load(tmp_path / f"{r}.pt") for r in (0, 1)]
     # One process, the union: every rank's target tokens, each query against all of them.
     ser = _ser()

@@ -21,7 +21,6 @@ of MoCo-v3's predictor BatchNorm (fed a zero-mean input); for them the bound is 
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +35,7 @@ from harness.parallel import dist as hdist
 from harness.parallel.global_bn import convert_global_batchnorm, global_batchnorm
 from harness.schedule import Progress
 from harness.tools.audit import audit, random_batch, shard_batch
+from tests.helpers import free_port
 
 NAMES = ["moco_v3", "dino", "barlow_twins", "moco_v3+ser", "dino+ser", "barlow_twins+ser"]
 WORLD, REL, TINY = 2, 1e-5, 1e-6
@@ -150,16 +150,10 @@ def _worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist") / "two.pt"
-    mp.spawn(_worker, args=(WORLD, _free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(WORLD, free_port(), str(out)), nprocs=WORLD, join=True)
     return torch.load(out, weights_only=False)
 
 
@@ -209,7 +203,7 @@ def test_torchrun_audit_matches_one_process():
         "--nproc_per_node",
         str(WORLD),
         "--master-port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "harness.cli",
         "audit",

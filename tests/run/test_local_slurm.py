@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from harness.run.profiles import (
     load_profile,
     submitit_parameters,
 )
+from tests.helpers import free_port
 from tests.slurm_fixture import (
     DOWN,
     UP,
@@ -71,12 +71,6 @@ def _node_state(timeout_s: float = 15) -> str:
         if state == "idle" or time.monotonic() > deadline:
             return state
         time.sleep(0.2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- the cluster -----------------------------------------------------------------------------
@@ -202,7 +196,7 @@ def test_reachable_when_up(local_slurm):
 
 @pytest.mark.slurm
 def test_unreachable_controller_is_one_line_error(local_slurm, tmp_path, monkeypatch):
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "slurm.conf"
     lines = (local_slurm / "slurm.conf").read_text().splitlines()
     conf.write_text(

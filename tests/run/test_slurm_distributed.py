@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from harness import config as C
 from harness.run import launch
 from harness.run.jobs import Job
 from harness.run.profiles import load_profile
+from tests.helpers import free_port
 
 STEPS = 100
 # DINO: stochastic depth draws from the RNG streams, which the checkpoint must restore.
@@ -33,12 +33,6 @@ cfg = C.with_runtime(C.resolve("{method}", "micro", max_steps={steps}, epochs=10
                      results_dir=str(results), quiet=True, threads=1, ckpt_every=10_000)
 pretrain(cfg, out, C.data_root(cfg, results))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _job(results: Path) -> Job:
@@ -68,7 +62,7 @@ def torchrun_weights(tmp_path_factory):
             "--nproc_per_node",
             "2",
             "--master-port",
-            str(_free_port()),
+            str(free_port()),
             str(script),
             str(tmp),
             str(tmp / "run"),
