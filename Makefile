@@ -3,6 +3,10 @@ PY      := .venv/bin/python
 # On CPU-only machines only this pair imports (CUDA builds that run on CPU).
 TORCH   := torch==2.14.1 torchvision==0.29.1
 STAMP   := .venv/.installed
+# detectron2 (Table 6's ViTDet) is not on PyPI: built from source at a pinned commit, after torch
+# (its setup.py imports torch, hence --no-build-isolation). CI points this at a vendored archive
+# of the same commit (.ci/run); anything pip installs from works (a git URL, a tarball, a folder).
+DETECTRON2 ?= git+https://github.com/facebookresearch/detectron2.git@02b5c4e295e990042a714712c21dc79b731e8833
 
 .PHONY: demo test lint venv clean
 
@@ -10,6 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q --no-build-isolation '$(DETECTRON2)'
 	$(PY) -m pip install -q -e '.[test,wandb]'
 	touch $(STAMP)
 

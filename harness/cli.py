@@ -7,6 +7,7 @@ linear.epochs=90 runtime.num_workers=10``; ``harness config METHOD`` lists every
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ def cmd_run(a) -> int:
     import tables
     from harness.run import jobs, launch
 
-    spec = _with_rows(tables.load(a.table), a.methods)
+    spec = _with_rows(tables.load(a.table), a.methods, a.results, importing=True)
     if a.data_root:
         from harness import config as C
         from harness.config import presets
@@ -51,7 +52,7 @@ def cmd_run(a) -> int:
         parallel=a.parallel,
     )
     print(json.dumps(summary))
-    return 1 if summary["failed"] else 0
+    return 1 if summary["failed"] or summary["blocked"] else 0
 
 
 def _runtime(rt: dict, profile: dict | None, a) -> dict:
@@ -75,7 +76,7 @@ def _planned(a):
     names = a.tables or tables.available()
     out = []
     for name in names:
-        spec = _with_rows(tables.load(name), getattr(a, "methods", None))
+        spec = _with_rows(tables.load(name), getattr(a, "methods", None), a.results)
         out.append((name, jobs.plan(spec, a.preset, a.results, a.seed, overrides=a.overrides)))
     return out
 
@@ -129,12 +130,14 @@ def cmd_plan(a) -> int:
     return 0
 
 
-def _with_rows(spec, methods: str | None):
-    """A table's columns for other rows (``--methods a,b``): your own method beside the paper's."""
+def _with_rows(spec, methods: str | None, results=None, importing: bool = False):
+    """A table's columns for other rows (``--methods a,b``): your own method beside the paper's,
+    or an imported checkpoint (its run name, or ``NAME=import:PATH``, imported by ``run``)."""
     if methods is None:
         return spec
     from dataclasses import replace
 
+    from harness.tools.checkpoints import imported_row
     from methods.registry import parse
 
     rows = tuple(m.strip() for m in methods.split(",") if m.strip())
@@ -143,9 +146,13 @@ def _with_rows(spec, methods: str | None):
             f"--methods {methods!r} names no method: give comma-separated names, "
             f"e.g. --methods moco_v3,moco_v3+ser (or leave it out for the table's rows)"
         )
+    named = []
     for m in rows:
-        parse(m)  # an unknown name fails here, before anything runs
-    return replace(spec, rows=rows)
+        row = imported_row(m, results or DEFAULT_RESULTS, importing)
+        if row is None:
+            parse(m)  # an unknown name fails here, before anything runs
+        named.append(row or m)
+    return replace(spec, rows=tuple(named))
 
 
 def cmd_report(a) -> int:
@@ -157,11 +164,39 @@ def cmd_report(a) -> int:
         Path(a.results),
         Path(a.out) if a.out else None,
         check_tex=a.check_tex,
-        rows=lambda spec: _with_rows(spec, a.methods),
+        rows=lambda spec: _with_rows(spec, a.methods, a.results),
         overrides=a.overrides,
     )
     for p in written:
         print(p)
+    return 0
+
+
+def cmd_import(a) -> int:
+    from harness.tools.checkpoints import import_checkpoint
+
+    run_dir, written = import_checkpoint(
+        a.name, a.path, a.format, a.overrides, a.results, a.preset, a.method
+    )
+    if written:
+        info = json.loads((run_dir / "pretrain.json").read_text())
+        print(
+            f"{run_dir}: {info['architecture']}; {info['loaded']} backbone tensors loaded, "
+            f"{info['skipped']} entries skipped (listed in import.json)"
+        )
+    else:
+        print(f"{run_dir}: already imported from this file (sha256 unchanged); nothing to do")
+    return 0
+
+
+def cmd_export(a) -> int:
+    from harness.tools.checkpoints import export_timm, resolve_run
+
+    run_dir = resolve_run(a.run, a.results)
+    out = Path(a.out) if a.out else Path(a.results) / "exports" / f"{run_dir.name}-timm.pth"
+    path, kwargs = export_timm(run_dir, out)
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    print(f"{path}\n  load with timm.models.vision_transformer.VisionTransformer({args})")
     return 0
 
 
@@ -300,10 +335,11 @@ def cmd_data_synth(a) -> int:
 
 def cmd_data_check(a) -> int:
     from harness.data.readers import READERS
+    from harness.data.verify import check_dataset
 
     if a.name not in READERS:
         raise HarnessError(f"unknown dataset '{a.name}': choose from {', '.join(READERS)}")
-    inv = READERS[a.name].inventory(Path(a.root))
+    inv = check_dataset(READERS[a.name], Path(a.root), decode=not a.layout_only)
     print("\n".join(inv.lines()))
     inv.require()  # the first problem, one line on stderr, exit 2
     return 0
@@ -450,6 +486,32 @@ def parser() -> argparse.ArgumentParser:
                 "linear.epochs=90 runtime.num_workers=10); harness config METHOD lists every key"
             )
 
+    r = sub.add_parser(
+        "import",
+        help="turn a checkpoint trained elsewhere (DINO, MoCo-v3, timm, SER, harness) into a "
+        "run every evaluation and table reads",
+    )
+    r.add_argument("name", help="the run's name: RESULTS/runs/NAME, and the table row's name")
+    r.add_argument("path", help="the checkpoint file")
+    r.add_argument("--format", required=True, choices=["dino", "moco_v3", "timm", "ser", "harness"])
+    r.add_argument("--results", default=DEFAULT_RESULTS)
+    r.add_argument("--preset", default="paper", help="the preset of the stored config")
+    r.add_argument("--method", help="base method whose recipes the run takes (default: by format)")
+    r.set_defaults(fn=cmd_import, takes_overrides=True)  # KEY=VALUE: the import's options
+    r.usage = f"{r.format_usage().split(': ', 1)[1].rstrip()} [KEY=VALUE ...]"
+    r.epilog = (
+        "KEY=VALUE: model.heads=12-style architecture the tensors cannot tell; "
+        "branch=teacher|student (dino, ser); encoder=base|momentum (moco_v3); published=KEY "
+        "(a checkpoint of tables/reference/published.csv, else matched by file name)"
+    )
+
+    r = sub.add_parser("export", help="write a run's evaluated backbone as a timm state dict")
+    r.add_argument("run", help="a run directory, or a run id under RESULTS/runs")
+    r.add_argument("--format", required=True, choices=["timm"])
+    r.add_argument("--out", help="output file (default: RESULTS/exports/RUN-timm.pth)")
+    r.add_argument("--results", default=DEFAULT_RESULTS)
+    r.set_defaults(fn=cmd_export)
+
     bench = sub.add_parser("bench", help="benchmarks: ratios measured in one run")
     bench = bench.add_subparsers(dest="bench_cmd", required=True)
     s = bench.add_parser(
@@ -510,6 +572,12 @@ def parser() -> argparse.ArgumentParser:
         "or 3diebench",
     )
     s.add_argument("--root", required=True)
+    s.add_argument(
+        "--layout-only",
+        action="store_true",
+        help="check folders and counts only; by default every image (ImageNet-P: every "
+        "video) is also decoded once, verdicts cached by path, size and mtime",
+    )
     s.set_defaults(fn=cmd_data_check)
     s = d.add_parser("fixtures", help="write small trees in every evaluation set's real layout")
     s.add_argument("--out", required=True)
@@ -572,6 +640,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+# Errors of the storage, not of the harness: one line naming the path, like bad input.
+_STORAGE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def _one_line(e: HarnessError) -> str:
     """The message; for an error raised in a DataLoader worker, which torch re-raises with the
     worker's traceback in the message, only the original message (its last line)."""
@@ -597,6 +669,17 @@ def main(argv=None) -> int:
         return args.fn(args)
     except HarnessError as e:
         print(f"harness: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in _STORAGE:
+            raise
+        # A read-only, full or foreign folder: nothing half-written stays (writes are atomic).
+        where = f" {e.filename}" if e.filename else ""
+        print(
+            f"harness: error: cannot write{where}: {e.strerror}: make the folder writable "
+            "(or free space), or pass --results DIR",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(

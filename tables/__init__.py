@@ -24,6 +24,7 @@ DATASET_LABELS = {
     "imagenet_c": "ImageNet-C",
     "imagenet_p": "ImageNet-P",
     "3diebench": "3DIEBench",
+    "coco": "COCO 2017",
 }
 # When a table holds several evaluations, each column group's header names its evaluation.
 EVALUATION_LABELS = {
@@ -34,6 +35,7 @@ EVALUATION_LABELS = {
     "equivariance": "equivariance score",
     "transform_probe": "transformation prediction",
     "tsne": "t-SNE",
+    "detection": "frozen detection",
 }
 METRIC_LABELS = {
     "top1": "Top-1",
@@ -48,6 +50,9 @@ METRIC_LABELS = {
     "equiv_scale": "Scale",
     "rotation_pred_acc": "Rotation",
     "hflip_pred_acc": "Flip",
+    "mAP": "mAP",
+    "mAP50": "AP50",
+    "mAP75": "AP75",
 }
 
 
@@ -71,6 +76,7 @@ class TableSpec:
     row_labels: dict = field(default_factory=dict)
     reference: str | None = None  # CSV in tables/reference/, the paper's numbers
     higher_is_better: bool = True
+    decimals: int = 2  # digits after the point, measured and reference alike (as printed)
 
     def row_label(self, method: str) -> str:
         return self.row_labels.get(method, method)

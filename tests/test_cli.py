@@ -218,7 +218,7 @@ def test_run_hands_overrides_and_runtime_to_the_plan(monkeypatch, tmp_path, caps
         return []
 
     monkeypatch.setattr(jobs, "plan", plan)
-    monkeypatch.setattr(launch, "run", lambda *a, **k: {"failed": 0})
+    monkeypatch.setattr(launch, "run", lambda *a, **k: launch.summary())
     over = ["train.max_steps=2", "linear.epochs=1", "runtime.ckpt_every=7"]
     argv = ["run", "table2", "--preset", "micro", "--results", str(tmp_path)]
     assert main([*argv, "--cluster", "debug", *over]) == 0

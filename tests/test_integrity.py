@@ -34,6 +34,20 @@ def snapshot(root: Path) -> dict:
     return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def assert_kept(root: Path, before: dict) -> None:
+    """Every file of ``before`` byte-identical but the job records, which note the failed
+    attempt (for `harness status`); nothing else new: no result, no checkpoint."""
+
+    def record(p: Path) -> bool:
+        return p.parent == root / "jobs" and p.suffix == ".json"
+
+    after = snapshot(root)
+    assert {p: after.get(p) for p in before if not record(p)} == {
+        p: b for p, b in before.items() if not record(p)
+    }
+    assert all(record(p) for p in after if p not in before), [p for p in after if p not in before]
+
+
 RUN = ["run", "table2", "--preset", "micro", "--cluster", "debug", "--methods", "moco_v3"]
 
 
@@ -216,13 +230,13 @@ def test_a_checkpoint_of_another_run_is_refused_by_name(computed, tmp_path):
     before = snapshot(res)
     p = harness(*RUN, "--results", str(res), "runtime.quiet=true")
     one_line_error(p, str(ck_path), "belongs to run moco_v3-micro-", "not to " + run.name)
-    assert snapshot(res) == before
+    assert_kept(res, before)
     # Cut short: one line as well, naming the file.
     ck_path.write_bytes(ck_path.read_bytes()[:1000])
     before = snapshot(res)
     p = harness(*RUN, "--results", str(res), "runtime.quiet=true")
     one_line_error(p, str(ck_path), "cannot be read", "move it aside")
-    assert snapshot(res) == before
+    assert_kept(res, before)
 
 
 def test_an_unreadable_result_is_named_set_aside_and_recomputed(computed, tmp_path):
@@ -246,7 +260,7 @@ def test_an_unreadable_result_is_named_set_aside_and_recomputed(computed, tmp_pa
     st = harness(
         "status", "table2", "--preset", "micro", "--results", str(res), "--methods", "moco_v3"
     )
-    assert st.returncode == 0 and f"unreadable: {bad}" in st.stdout, st.stdout + st.stderr
+    assert st.returncode == 0 and f"unusable: cannot read {bad}" in st.stdout, st.stdout
     # run: moves it aside and computes it again; every other result is untouched.
     p = harness(*RUN, "--results", str(res), "runtime.quiet=true")
     assert p.returncode == 0, p.stderr[-2000:]
@@ -255,6 +269,34 @@ def test_an_unreadable_result_is_named_set_aside_and_recomputed(computed, tmp_pa
     assert bad.with_name(bad.name + ".corrupt").read_text() == '{"metrics": {"top1": 1'
     after = snapshot(res)
     assert all(after[p] == b for p, b in rest.items() if "report" not in p.parts)
+
+
+def test_a_result_copied_in_from_another_evaluation_is_not_taken_for_this_one(computed, tmp_path):
+    """A result names its run, config and evaluation: Sketch's numbers copied over V2's file
+    are flagged by status, left out by report, set aside and recomputed by run."""
+    import json
+    import shutil
+
+    res = tmp_path / "results"
+    shutil.copytree(computed, res)
+    (v2,) = res.glob("runs/*/eval/linear-imagenet_v2-*.json")
+    (sketch,) = res.glob("runs/*/eval/linear-imagenet_sketch-*.json")
+    shutil.copy(sketch, v2)
+    rest = {p: b for p, b in snapshot(res).items() if p != v2}
+    st = harness(
+        "status", "table2", "--preset", "micro", "--results", str(res), "--methods", "moco_v3"
+    )
+    assert f"unusable: {v2} holds another evaluation's result" in st.stdout, st.stdout
+    rep = harness(
+        "report", "table2", "--preset", "micro", "--results", str(res), "--methods", "moco_v3"
+    )
+    assert rep.returncode == 0 and f"{v2} holds another evaluation's result" in rep.stderr
+    p = harness(*RUN, "--results", str(res), "runtime.quiet=true")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"moved to {v2.name}.corrupt" in p.stdout + p.stderr
+    assert json.loads(v2.read_text())["dataset"] == "imagenet_v2"
+    after = snapshot(res)
+    assert all(after[q] == b for q, b in rest.items() if "report" not in q.parts)
 
 
 def _damage(path: Path, kind: str) -> None:
@@ -303,5 +345,152 @@ def test_one_damaged_image_of_each_kind_in_a_micro_pretraining(kind, micro_data,
         line = _one_line(e.value)
         assert "\n" not in line and str(victim) in line and "replace it or remove it" in line
         assert not (tmp_path / "run" / "checkpoint.pt").exists()
+        # The loader worker is gone although the traceback (holding the loop's frame) lives
+        # on: workers ignore SIGTERM, so one left behind would block the process's exit.
+        import multiprocessing
+
+        assert e.value.__traceback__ is not None and not multiprocessing.active_children()
     else:
         assert pretrain(cfg, tmp_path / "run", root)["finished"]
+
+
+UNDECODABLE = ("truncated", "zero-byte", "text")
+
+
+@pytest.mark.parametrize("kind", UNDECODABLE)
+def test_skip_bad_skips_and_counts_an_undecodable_image(kind, micro_data, tmp_path):
+    """``data.skip_bad=true``: the run finishes, and the log and pretrain.json name and count
+    the skipped file; the setting enters the run's hash only when on."""
+    import json
+    import shutil
+
+    from harness import config as C
+    from harness.train.loop import pretrain
+
+    _, d = micro_data
+    root = tmp_path / "data"
+    shutil.copytree(d, root)
+    victim = sorted((root / "train").rglob("*.png"))[5]
+    _damage(victim, kind)
+    cfg = C.with_runtime(
+        C.resolve("moco_v3", "micro", max_steps=5, overrides=["data.skip_bad=true"]),
+        quiet=True,
+        num_workers=1,
+    )
+    summary = pretrain(cfg, tmp_path / "run", root)
+    assert summary["finished"] and summary["skipped_images"] == 1
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [p for r in rows for p in r.get("skipped_images", [])] == [str(victim)]
+    off = C.resolve("moco_v3", "micro")
+    assert C.run_id(C.resolve("moco_v3", "micro", overrides=["data.skip_bad=false"])) == C.run_id(
+        off
+    )
+    assert C.run_id(C.resolve("moco_v3", "micro", overrides=["data.skip_bad=true"])) != C.run_id(
+        off
+    )
+
+
+def test_data_check_decodes_every_file_once_and_caches_the_verdicts(micro_data, tmp_path):
+    """One damaged file of each kind: the undecodable three are listed by name (exit 2, one
+    line on stderr), the 16-bit, CMYK and 1×1 ones decode; a second check decodes nothing; a
+    repaired file is decoded again and the tree then passes."""
+    import shutil
+
+    from PIL import Image
+
+    _, d = micro_data
+    root = tmp_path / "data"
+    shutil.copytree(d, root)
+    files = sorted((root / "train").rglob("*.png"))
+    victims = {}
+    for kind, path in zip(("truncated", "zero-byte", "text", "16-bit", "cmyk", "1x1"), files[::7]):
+        _damage(path, kind)
+        victims[kind] = path.with_suffix(".jpg") if kind == "cmyk" else path
+    n = len(list((root).rglob("*.png"))) + len(list(root.rglob("*.jpg")))
+    cache = {"HARNESS_CACHE": str(tmp_path / "cache")}
+    first = harness("data", "check", "imagenet", "--root", str(root), env=cache)
+    assert first.returncode == 2
+    problems = [ln for ln in first.stdout.splitlines() if ln.startswith("  problem:")]
+    assert len(problems) == 3, first.stdout
+    for kind in UNDECODABLE:
+        assert sum(str(victims[kind]) in ln for ln in problems) == 1, (kind, problems)
+    assert f"images decoded: {n} (0 known from the cache), 3 bad" in first.stdout
+    first_bad = min(str(victims[k]) for k in UNDECODABLE)  # problems come in path order
+    one_line_error(first, first_bad, "replace it or remove it", "2 more problem(s)")
+
+    again = harness("data", "check", "imagenet", "--root", str(root), env=cache)
+    assert f"images decoded: {n} ({n} known from the cache), 3 bad" in again.stdout
+    assert again.stdout == first.stdout.replace("(0 known", f"({n} known")
+
+    for kind in UNDECODABLE:  # repaired: new size and mtime, so decoded again
+        Image.new("RGB", (20, 20), (1, 2, 3)).save(victims[kind], format="PNG")
+    fixed = harness("data", "check", "imagenet", "--root", str(root), env=cache)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert f"images decoded: {n} ({n - 3} known from the cache), 0 bad" in fixed.stdout
+
+
+def test_check_tex_without_pdflatex_is_one_line_before_anything_is_rendered(computed, tmp_path):
+    before = snapshot(computed)
+    no_tex = {"PATH": str(Path(sys.executable).parent)}  # the venv's bin: no pdflatex there
+    p = harness(
+        "report",
+        "table2",
+        "--preset",
+        "micro",
+        "--results",
+        str(computed),
+        "--check-tex",
+        env=no_tex,
+    )
+    one_line_error(p, "--check-tex needs pdflatex", "texlive-latex-base")
+    assert snapshot(computed) == before
+
+
+def _read_only(monkeypatch, folder: Path):
+    """Writes below ``folder`` fail as on a read-only share (EACCES from the system call
+    wrappers; the tests run as root, whom a chmod does not stop)."""
+    import errno
+
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def refuse(path):
+        if Path(path).resolve().is_relative_to(folder.resolve()):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    def fake_open(path, flags, *a, **k):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path)
+        return real_open(path, flags, *a, **k)
+
+    def fake_mkdir(path, *a, **k):
+        refuse(path)
+        return real_mkdir(path, *a, **k)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+
+def test_a_read_only_results_folder_is_one_line_and_changes_nothing(
+    computed, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    from harness.cli import main
+
+    res = tmp_path / "results"
+    shutil.copytree(computed, res)
+    before = snapshot(res)
+    _read_only(monkeypatch, res)
+    # Everything done: a read-only shared folder is fine for `run` ...
+    assert main([*RUN, "--results", str(res), "runtime.quiet=true"]) == 0
+    # ... but not for a job to add to it (another seed),
+    assert main([*RUN, "--results", str(res), "--seed", "1"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and f"cannot write to the results folder {res}" in line
+    assert "Permission denied" in line and "--results DIR" in line
+    # and `report` names the file it cannot write.
+    assert main(["report", "table2", "--preset", "micro", "--results", str(res)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and f"cannot write {res}" in line and "Permission denied" in line
+    monkeypatch.undo()
+    assert snapshot(res) == before

@@ -83,6 +83,34 @@ def load_trained(run_dir: Path, device="cpu"):
         cfg = yaml.safe_load(own.read_text())
     path = run_dir / "checkpoint.pt"
     ck = read_checkpoint(path, cfg, device)
+    if ck.get("contents") == "backbone":
+        return _imported(ck, path)
     method = build_method(ck["config"])
     load_state(method, ck["model"], path)
     return method.eval()
+
+
+class Imported(torch.nn.Module):
+    """An imported run (``harness import``): the published backbone alone. Evaluations probe
+    only ``eval_backbone()``; the heads it was trained with are not part of the import."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def eval_backbone(self):
+        return self.backbone
+
+
+def _imported(ck: dict, path: Path) -> Imported:
+    """The backbone of an imported run's checkpoint, every key of it checked (load_state)."""
+    from harness.model.backbone import Backbone
+
+    if not isinstance(ck["config"].get("imported"), dict):
+        raise HarnessError(
+            f"checkpoint {path} holds a backbone only but its config is not an import: it was "
+            f"not written by harness import; move it aside"
+        )
+    backbone = Backbone(BackboneConfig(**ck["config"]["model"]))
+    load_state(backbone, ck["model"], path)
+    return Imported(backbone).eval()

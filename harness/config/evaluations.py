@@ -85,6 +85,31 @@ EVALUATIONS: dict[str, dict] = {
     },
     # 3DIEBench probes on frozen features (§4.2–4.3, SIE's scripts).
     "iebench": {"epochs": 300, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0},
+    # Frozen-backbone COCO detection (Table 6; §6, paper Appendix B.3): detectron2's ViTDet
+    # box-only Faster R-CNN (simple feature pyramid on the last block's token map, RPN with
+    # 2 convs, 4conv+1fc box head, LN) on the frozen encoder, 45 000 iterations at batch 32.
+    # ViTDet's recipe otherwise: LSJ input (scale 0.1–2.0, 1024 px crops), AdamW 1e-4 with
+    # weight decay 0.1 (none on norms), 250 warm-up iterations, lr ×0.1 at the same fractions
+    # of the schedule as ViTDet's 163 889 and 177 546 of 184 375, mixed precision on GPUs.
+    "detection": {
+        "iterations": 45_000,
+        "batch_size": 32,
+        "input_size": 1024,
+        "scale_range": [0.1, 2.0],
+        "lr": 1e-4,
+        "weight_decay": 0.1,
+        "warmup_iters": 250,
+        "lr_steps": [0.889, 0.963],
+        "rpn_per_image": 256,
+        "roi_per_image": 512,
+        "pre_nms_topk": [2000, 1000],  # RPN proposals kept (train, test) before NMS
+        "post_nms_topk": [1000, 1000],  # and after
+        "amp": True,
+        "checkpoint_period": 1000,
+        # Synthetic presets: the COCO-layout fixture's image size, train/val images and
+        # objects per image at most (None: read $HARNESS_DATA_COCO).
+        "fixture": None,
+    },
 }
 
 # Which sections an evaluation reads besides its own (feature extraction follows ``linear``).
@@ -96,6 +121,7 @@ READS: dict[str, tuple[str, ...]] = {
     "equivariance": ("equivariance", "linear"),
     "transform_probe": ("transform_probe", "linear"),
     "tsne": ("tsne", "linear"),
+    "detection": ("detection",),
 }
 # 3DIEBench's linear column trains its own probe on the linear probe's features.
 READS_BY_DATASET: dict[tuple[str, str], tuple[str, ...]] = {

@@ -41,7 +41,8 @@ def data_root(cfg: dict, results_dir: Path, data_root: str | None = None) -> Pat
 def dataset_root(cfg: dict, results_dir: Path, dataset: str, given: str | None = None) -> Path:
     """Where an evaluation set lives. Synthetic presets use fixture trees in the set's real
     layout, generated next to the synthetic training set; real ones read
-    ``$HARNESS_DATA_<NAME>`` (e.g. HARNESS_DATA_IMAGENET_V2, HARNESS_DATA_3DIEBENCH)."""
+    ``$HARNESS_DATA_<NAME>`` (e.g. HARNESS_DATA_IMAGENET_V2, HARNESS_DATA_3DIEBENCH,
+    HARNESS_DATA_COCO: the folder holding annotations/, train2017/ and val2017/)."""
     if dataset == "imagenet":
         return data_root(cfg, results_dir, given)
     d = cfg["data"]
@@ -55,6 +56,17 @@ def dataset_root(cfg: dict, results_dir: Path, dataset: str, given: str | None =
             f"-c{c_per_class}" if c_per_class > 1 else ""
         )
         fx = Config(seed=0, n_classes=d["n_classes"], size=d["size"], c_per_class=c_per_class)
+        if dataset == "coco":
+            # The detection set's own sizes: the preset's detection.fixture.
+            f = cfg["detection"]["fixture"]
+            tag = f"fixtures-coco-s{f['size']}-{f['train']}x{f['val']}-o{f['objects']}"
+            fx = Config(
+                seed=0,
+                coco_size=f["size"],
+                coco_train=f["train"],
+                coco_val=f["val"],
+                coco_objects=f["objects"],
+            )
         return write_fixtures(Path(results_dir) / "data" / tag, fx, only=[dataset])[dataset]
     var = "HARNESS_DATA_" + dataset.upper()
     if not os.environ.get(var):

@@ -34,7 +34,9 @@ PAPER: dict = {
         "patch_embed_init": "public",
     },
     "heads": {"width_factor": 1.0},
-    "data": {"dataset": "imagenet"},
+    # skip_bad: a training image that does not decode is skipped and logged instead of
+    # stopping the run (hashed only when on: a run that skipped images is another run).
+    "data": {"dataset": "imagenet", "skip_bad": False},
     "train": {"batch_size": 2048, "epochs": 100, "max_steps": None},
     # crop_min None: the augmentation's own minimum crop scale. photometric: "kornia", the
     # public SER code's GPU pipeline for every view ("torchvision": the base methods' own;
@@ -90,6 +92,25 @@ DELTAS: dict[str, dict] = {
         },
         "equivariance": {"n_images": 400},
         "tsne": {"per_class": 40},
+        # 128 px images with up to 4 shapes (boxes 15–70 px); the patch-8 encoder gives a
+        # stride-8 map, so the pyramid's levels have strides 2–16 (+32). On a CPU the 4conv
+        # box head over the sampled RoIs and the stride-2 level dominate: 2 images of 32 RoIs
+        # per iteration, 300 iterations, a milder scale jitter, lr 2e-4 for the short schedule.
+        "detection": {
+            "iterations": 300,
+            "batch_size": 2,
+            "input_size": 128,
+            "scale_range": [0.8, 1.25],
+            "lr": 2e-4,
+            "weight_decay": 0.05,
+            "warmup_iters": 50,
+            "rpn_per_image": 64,
+            "roi_per_image": 32,
+            "pre_nms_topk": [400, 200],
+            "post_nms_topk": [200, 100],
+            "checkpoint_period": 100,
+            "fixture": {"size": 128, "train": 256, "val": 64, "objects": 4},
+        },
     },
     "micro": {
         "scale": "ViT width 32, depth 12, 2 heads, patch 4, 16 px, 3 steps; "
@@ -113,6 +134,21 @@ DELTAS: dict[str, dict] = {
         "equivariance": {"n_images": 8},
         "transform_probe": {"per_class": 2, "epochs": 2, "seeds": 1},
         "tsne": {"per_class": 4},
+        # The patch-4 encoder puts the finest pyramid level at stride 1: 32-px inputs keep
+        # it small (the fixture's 64-px images are resized).
+        "detection": {
+            "iterations": 4,
+            "batch_size": 2,
+            "input_size": 32,
+            "scale_range": [0.8, 1.25],
+            "warmup_iters": 1,
+            "rpn_per_image": 32,
+            "roi_per_image": 16,
+            "pre_nms_topk": [64, 32],
+            "post_nms_topk": [32, 16],
+            "checkpoint_period": 2,
+            "fixture": {"size": 64, "train": 8, "val": 4, "objects": 3},
+        },
     },
 }
 

@@ -286,7 +286,12 @@ def _convert(value: Any, want: type) -> Any:
 def config_hash(cfg: dict) -> str:
     """The hash of what a pretraining run computes: everything but ``runtime`` and the
     evaluation sections."""
-    blob = json.dumps({k: v for k, v in cfg.items() if k not in UNHASHED}, sort_keys=True)
+    hashed = {k: v for k, v in cfg.items() if k not in UNHASHED}
+    if "data" in hashed and not hashed["data"].get("skip_bad", True):
+        # Off, the default, changes nothing a finished run computed (a bad image stops it):
+        # left out, so runs keep the ids they had before the setting existed.
+        hashed["data"] = {k: v for k, v in hashed["data"].items() if k != "skip_bad"}
+    blob = json.dumps(hashed, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from harness.data.views import Augmentations, ViewPolicy, check_requirements
+from harness.errors import HarnessError
 from harness.parallel import dist
 
 
@@ -46,8 +47,19 @@ def derive_seed(*parts) -> int:
 class PretrainBatches(Dataset):
     """Item i is this rank's share of global step i's batch, built from its own seed."""
 
-    def __init__(self, images: Dataset, policy: ViewPolicy, global_batch: int, seed: int):
+    def __init__(
+        self,
+        images: Dataset,
+        policy: ViewPolicy,
+        global_batch: int,
+        seed: int,
+        skip_bad: bool = False,
+    ):
         self.images, self.policy, self.seed = images, policy, seed
+        # ``data.skip_bad``: an image that does not decode is replaced by the next one in the
+        # dataset (the same one on every run, so a resumed run sees the same batches) and
+        # named in the batch's "skipped" list, which the loop logs. Off: it stops the run.
+        self.skip_bad = skip_bad
         self.global_batch = global_batch
         # Fixed here: loader workers must not query torch.distributed themselves.
         self.rank, self.world = dist.rank(), dist.world_size()
@@ -56,7 +68,7 @@ class PretrainBatches(Dataset):
         self.n_equiv = policy.n_equiv(self.local_batch)
         if policy.standardise:
             probe = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:64]
-            policy.fit_stats([images[int(i)][0].size for i in probe])
+            policy.fit_stats([self._image(int(i), []).size for i in probe])
 
     def order(self, epoch: int) -> torch.Tensor:
         """The epoch's image order, drawn once per epoch in each process (a permutation of
@@ -72,7 +84,8 @@ class PretrainBatches(Dataset):
         order = self.order(epoch)
         start = b * self.global_batch + self.rank * self.local_batch
         idx = order[start : start + self.local_batch].tolist()
-        images = [self.images[i][0] for i in idx]
+        skipped: list[str] = []
+        images = [self._image(i, skipped) for i in idx]
         elements = None
         if self.n_equiv and self.policy.equiv.get("per_rank", True):
             # As the public code: each rank its own generator, so its own grids and 90°
@@ -87,7 +100,24 @@ class PretrainBatches(Dataset):
                 (ga[lo:hi], gb[lo:hi])
                 for ga, gb in self.policy.sample_elements(gen, self.n_equiv * self.world)
             ]
-        return self.policy(images, derive_seed(self.seed, "views", step, self.rank), elements)
+        batch = self.policy(images, derive_seed(self.seed, "views", step, self.rank), elements)
+        if skipped:
+            batch["skipped"] = skipped
+        return batch
+
+    def _image(self, i: int, skipped: list[str]):
+        if not self.skip_bad:
+            return self.images[i][0]
+        n = len(self.images)
+        for k in range(n):
+            try:
+                return self.images[(i + k) % n][0]
+            except HarnessError:  # load_rgb's one line: this file does not decode
+                skipped.append(self.images.samples[(i + k) % n][0])
+        raise HarnessError(
+            f"no image of the {n} in the training set decodes: check the tree with "
+            "`harness data check imagenet --root PATH`"
+        )
 
     def __len__(self) -> int:
         return 1 << 62

@@ -44,7 +44,12 @@ def load_rgb(path: str) -> Image.Image:
             img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         size = os.path.getsize(path) if os.path.exists(path) else 0
-        what = "is empty" if size == 0 else f"does not decode ({type(e).__name__}: {e})"
+        if size == 0:
+            what = "is empty"
+        elif isinstance(e, Image.UnidentifiedImageError):
+            what = "is not an image in any format PIL reads"
+        else:
+            what = f"does not decode ({type(e).__name__}: {e})"
         raise HarnessError(
             f"image {path} {what}: replace it or remove it from the dataset "
             f"(`harness data check` lists every such file)"

@@ -1,8 +1,9 @@
 """Evaluators by (evaluation, dataset). Every evaluator has one signature,
 ``fn(run_dir, data_root, cfg, dataset_root=None, quiet=False) -> metrics``, takes a finished
 run directory and returns metrics in percent (cosine scores, R² and rank distances in their
-own units). Leaves never import each other; they share the middle layer (features, the
-ImageNet head, transforms) and the bottom (metrics, heads on tensors)."""
+own units; COCO detection's AP as fractions, as Table 6 prints them). Leaves never import
+each other; they share the middle layer (features, the ImageNet head, transforms) and the
+bottom (metrics, heads on tensors)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 from harness.errors import HarnessError
 from harness.eval import (
+    detection,
     equivariance,
     finetune,
     iebench,
@@ -46,6 +48,7 @@ EVALUATORS: dict[tuple[str, str], Callable] = {
     ("transform_probe", "imagenet"): transform_probe.run_transform_probe,
     ("tsne", "imagenet"): tsne.run_tsne,
     ("tsne", "imagenet_c"): tsne.run_tsne,
+    ("detection", "coco"): detection.run_detection,
 }
 EVALUATIONS = sorted({e for e, _ in EVALUATORS})
 

@@ -38,6 +38,26 @@ def table_results(plan: list) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "dataset", "metric", "value"])
 
 
+def _with_published(spec, plan: list, ctx: dict) -> pd.DataFrame | None:
+    """The paper's numbers plus, for rows that are imported released checkpoints, their
+    published numbers (tables/reference/published.csv), so the report shows the delta to
+    those as it does to the paper's. None when no row is such an import."""
+    from harness.report.tables import KEY, load_reference
+    from harness.tools.checkpoints import published_cells
+
+    published = {}
+    for j in plan:
+        imp = j.cfg.get("imported") or {}
+        if imp.get("published"):
+            published[imp["name"]] = imp["published"]
+    if not published:
+        return None
+    cells = [c for name, key in published.items() for c in published_cells(name, key)]
+    ctx["published"] = published
+    extra = pd.DataFrame(cells, columns=KEY + ["value"])
+    return pd.concat([load_reference(spec), extra], ignore_index=True)
+
+
 def report(
     names,
     preset,
@@ -49,6 +69,10 @@ def report(
 ) -> list[Path]:
     """Render every table and figure that has results. With ``overrides`` the rows are the
     runs made with them, reported under ``report/<preset>-<hash of the overrides>/``."""
+    if check_tex:  # before anything is rendered: a missing compiler is known now
+        from harness.report.tables import require_pdflatex
+
+        require_pdflatex()
     written = []
     changed = [o for o in overrides if not o.strip().startswith("runtime.")]
     tag = "-" + hashlib.sha1(" ".join(changed).encode()).hexdigest()[:8] if changed else ""
@@ -72,7 +96,7 @@ def report(
             df = table_results(plan)
             if df.empty:
                 continue
-            paths = render_table(spec, df, where, ctx)
+            paths = render_table(spec, df, where, ctx, reference=_with_published(spec, plan, ctx))
             if check_tex:
                 from harness.report.tables import compile_check
 

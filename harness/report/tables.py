@@ -170,10 +170,10 @@ def _delta(measured: float | None, paper: float | None) -> float | None:
     return None if measured is None or paper is None else measured - paper
 
 
-def _fmt(value: float | None, signed: bool = False) -> str:
+def _fmt(value: float | None, signed: bool = False, decimals: int = 2) -> str:
     if value is None or math.isnan(value):
         return MISSING
-    return f"{value:+.2f}" if signed else f"{value:.2f}"
+    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
 
 
 def _tex(spec, cells, ref, context) -> str:
@@ -183,7 +183,7 @@ def _tex(spec, cells, ref, context) -> str:
         row = [escape_latex(spec.row_label(m))]
         for c in spec.columns:
             k = (m, c.dataset, c.metric)
-            txt = _fmt(cells.get(k))
+            txt = _fmt(cells.get(k), decimals=spec.decimals)
             row.append(rf"\textbf{{{txt}}}" if k in best else txt)
         measured.append(" & ".join(row) + r" \\")
     caption = (
@@ -207,15 +207,27 @@ def _tex(spec, cells, ref, context) -> str:
                 d = _delta(cells.get(k), ref[k])
                 # Math mode gives a real minus sign; "--" stays an en dash outside it.
                 row.append(
-                    f"{ref[k]:.2f} {{\\scriptsize ({MISSING if d is None else f'${d:+.2f}$'})}}"
+                    f"{_fmt(ref[k], decimals=spec.decimals)} {{\\scriptsize "
+                    f"({MISSING if d is None else f'${_fmt(d, True, spec.decimals)}$'})}}"
                 )
             rows.append(" & ".join(row) + r" \\")
         ref_caption = (
             f"{REFERENCE_TITLE}: the paper's values for {escape_latex(spec.name)}, "
             r"with $\Delta$ = measured $-$ paper in parentheses."
+            + _published_note(context, escape_latex)
         )
         lines += ["", *_table_tex(spec, ref_caption, f"tab:{spec.name}-reference", rows)]
     return "\n".join(lines) + "\n"
+
+
+def _published_note(context: dict, esc) -> str:
+    """For rows that are imported released checkpoints: their reference is the published
+    figure of that checkpoint (tables/reference/published.csv), not the paper's."""
+    published = context.get("published") or {}
+    if not published:
+        return ""
+    rows = ", ".join(f"{esc(name)}: {esc(key)}" for name, key in sorted(published.items()))
+    return f" Imported checkpoints are compared with their published figures ({rows})."
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -232,14 +244,20 @@ def _md(spec, cells, ref, context) -> str:
         keys = [(m, c.dataset, c.metric) for c in spec.columns]
         measured.append(
             [spec.row_label(m)]
-            + [f"**{_fmt(cells.get(k))}**" if k in best else _fmt(cells.get(k)) for k in keys]
+            + [
+                f"**{_fmt(cells.get(k), decimals=spec.decimals)}**"
+                if k in best
+                else _fmt(cells.get(k), decimals=spec.decimals)
+                for k in keys
+            ]
         )
         reference.append(
             [spec.row_label(m)]
             + [
                 MISSING
                 if k not in ref
-                else f"{ref[k]:.2f} ({_fmt(_delta(cells.get(k), ref[k]), signed=True)})"
+                else f"{_fmt(ref[k], decimals=spec.decimals)} "
+                f"({_fmt(_delta(cells.get(k), ref[k]), True, spec.decimals)})"
                 for k in keys
             ]
         )
@@ -256,7 +274,7 @@ def _md(spec, cells, ref, context) -> str:
         lines += [
             f"## {REFERENCE_TITLE}",
             "",
-            "Paper value (Δ = measured − paper).",
+            "Paper value (Δ = measured − paper)." + _published_note(context, str),
             "",
             *_md_table(header, reference),
             "",
@@ -329,13 +347,19 @@ def render_table(
     return paths
 
 
-def compile_check(tex_path: Path) -> None:
-    """Compile the table inside a minimal article; RuntimeError with the log tail if it fails."""
+def require_pdflatex() -> str:
     exe = shutil.which("pdflatex")
     if exe is None:
-        raise RuntimeError(
-            "pdflatex not found; install texlive-latex-base and texlive-latex-recommended"
+        raise HarnessError(
+            "--check-tex needs pdflatex, which is not on PATH: install texlive-latex-base and "
+            "texlive-latex-recommended (Debian), or leave out --check-tex"
         )
+    return exe
+
+
+def compile_check(tex_path: Path) -> None:
+    """Compile the table inside a minimal article; RuntimeError with the log tail if it fails."""
+    exe = require_pdflatex()
     body = Path(tex_path).read_text(encoding="utf-8")
     # multirow ships in Debian's texlive-latex-extra, not -recommended: load it only when used.
     packages = "booktabs,multirow" if "\\multirow" in body else "booktabs"

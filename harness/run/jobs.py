@@ -21,6 +21,7 @@ from harness.config.evaluations import EVALUATIONS, sections_read
 from harness.errors import HarnessError
 from harness.io import try_read_json, write_json
 from harness.provenance import code_version
+from harness.tools.checkpoints import imported_config, job_config
 
 
 @dataclass
@@ -86,16 +87,35 @@ def plan(
     scale = presets.get(preset)["scale"] + (f" (overrides: {' '.join(changed)})" if changed else "")
     jobs: list[Job] = []
     for method in spec.rows:
-        cfg = C.with_runtime(
-            C.resolve(method, preset, seed, overrides=overrides), **(runtime or {})
-        )
-        run_dir = results_dir / "runs" / C.run_id(cfg)
-        pre = Job("pretrain", cfg, str(run_dir), str(run_dir / "pretrain.json"), scale=scale)
-        jobs.append(pre)
+        stored = imported_config(results_dir, method)
+        if stored is not None:
+            # An imported checkpoint (harness import): its run folder is its name, its
+            # pretraining is done; only its evaluations are planned, at this preset's recipes.
+            cfg = C.with_runtime(job_config(stored, preset, seed, overrides), **(runtime or {}))
+            run_dir = results_dir / "runs" / method
+            row_scale = f"{scale}; {method}: imported, its own ViT at this preset's image size"
+            pre = Job(
+                "pretrain", cfg, str(run_dir), str(run_dir / "pretrain.json"), scale=row_scale
+            )
+            if not pre.done():
+                raise HarnessError(
+                    f"{run_dir} is an import without pretrain.json: delete the folder and run "
+                    f"harness import again"
+                )
+        else:
+            cfg = C.with_runtime(
+                C.resolve(method, preset, seed, overrides=overrides), **(runtime or {})
+            )
+            run_dir = results_dir / "runs" / C.run_id(cfg)
+            pre = Job("pretrain", cfg, str(run_dir), str(run_dir / "pretrain.json"), scale=scale)
+            jobs.append(pre)
         if only == "pretrain":
             continue
         for evaluation, dataset in spec.evaluations:
             es = eval_spec(cfg, evaluation, dataset)
+            if stored is not None:
+                # One folder serves every preset: the result is keyed by the preset's config too.
+                es["run"] = C.config_hash(cfg)
             job_cfg = eval_job_config(cfg, evaluation, dataset)
             res = eval_result_path(run_dir, es)
             jobs.append(
@@ -108,7 +128,7 @@ def plan(
                     dataset,
                     [pre.result],
                     es,
-                    scale,
+                    pre.scale,
                 )
             )
     return jobs
@@ -166,6 +186,29 @@ def execute(job: Job) -> dict:
     return record
 
 
+def read_result(job: Job) -> tuple[dict | None, str | None]:
+    """The job's result and None, or None and why it is no result of this job: it cannot be
+    read (cut short), or it names another run, config or evaluation (a file copied in from
+    elsewhere). Either way ``harness run`` sets it aside and computes the job again."""
+    rec = try_read_json(job.result)
+    if not isinstance(rec, dict):
+        return None, f"cannot read {job.result}"
+    if getattr(job, "cfg", None) is None:  # a job known from its record only (bare status)
+        return rec, None
+    rid, h = C.run_id(job.cfg), C.config_hash(job.cfg)
+    if rec.get("run_id") != rid or rec.get("config_hash") != h:
+        return None, (
+            f"{job.result} is the result of run {rec.get('run_id')} (config "
+            f"{rec.get('config_hash')}), not of {rid} (config {h})"
+        )
+    if job.kind == "eval" and (
+        not isinstance(rec.get("eval_spec"), dict)
+        or eval_result_path(job.run_dir, rec["eval_spec"]).name != Path(job.result).name
+    ):
+        return None, f"{job.result} holds another evaluation's result than {job.name}"
+    return rec, None
+
+
 def load_results(jobs: list[Job], warn=None) -> list[dict]:
     """The results of the finished evaluations; one that cannot be read is left out and named
     through ``warn`` (``harness run`` recomputes it)."""
@@ -173,10 +216,10 @@ def load_results(jobs: list[Job], warn=None) -> list[dict]:
     for j in jobs:
         if j.kind != "eval" or not j.done():
             continue
-        rec = try_read_json(j.result)
+        rec, problem = read_result(j)
         if rec is None:
             if warn:
-                warn(f"cannot read {j.result}: left out; `harness run` recomputes it")
+                warn(f"{problem}: left out; `harness run` recomputes it")
             continue
         out.append(rec)
     return out

@@ -10,16 +10,18 @@ and ``harness status`` can tell what happened. A failed job is submitted again u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from harness import config as C
 from harness.errors import HarnessError
-from harness.io import set_aside, try_read_json
+from harness.io import set_aside
 from harness.run import records
-from harness.run.jobs import Job, execute
+from harness.run.jobs import Job, execute, read_result
 
 DEFAULT_RETRIES = 1
 
@@ -27,7 +29,7 @@ DEFAULT_RETRIES = 1
 class Runner:
     """What submitit pickles and calls: one job. On USR2 (preemption, or the time limit
     coming) submitit calls ``checkpoint`` and requeues what it returns; pretraining has by
-    then saved its step (``harness.train.preempt``), so the requeued run resumes exactly."""
+    then saved its step (``harness.parallel.preempt``), so the requeued run resumes exactly."""
 
     def __init__(self, max_preemptions: int = 20, requeues: int = 0):
         self.max_preemptions, self.requeues = max_preemptions, requeues
@@ -97,23 +99,28 @@ def run(
     retries: int | None = None,
     parallel: int | None = None,
 ) -> dict:
-    """Submit what is missing, in dependency order; return counts."""
+    """Submit what is missing, in dependency order; return counts: ``already_done`` (a result
+    was there: not submitted), ``submitted``, ``attached`` (already queued or running),
+    ``failed``, and ``blocked`` (not run because the pretraining they need failed)."""
     results_dir = Path(results_dir)
-    for j in jobs:  # an unreadable result is not a result: set it aside, compute it again
-        if j.done() and try_read_json(j.result) is None:
-            log(f"cannot read {j.result}: moved to {set_aside(j.result).name}, recomputing it")
+    # An unreadable result, or one of another run, is no result: set aside, computed again.
+    wrong = {j.result: why for j in jobs if j.done() for why in [read_result(j)[1]] if why}
+    if wrong or not all(j.done() for j in jobs):
+        writable(results_dir)  # a shared read-only folder with every result is still fine
+    for res, why in wrong.items():
+        log(f"{why}: moved to {set_aside(res).name}, recomputing it")
     todo = [j for j in jobs if not j.done()]
-    skipped = len(jobs) - len(todo)
+    done = len(jobs) - len(todo)
     if not todo:
         log(f"nothing to submit: all {len(jobs)} results exist in {results_dir}")
-        return {"submitted": 0, "attached": 0, "skipped": skipped, "failed": 0}
+        return summary(done)
     _preflight(todo, cluster, results_dir)
-    log(f"{len(todo)} job(s) to run, {skipped} already done ({cluster})")
+    log(f"{len(todo)} job(s) to run, {done} already done ({cluster})")
     if retries is None:
         retries = (profile or {}).get("retries", DEFAULT_RETRIES)
     if cluster == "debug":
-        return _run_here(todo, skipped, log)
-    return Graph(
+        return _run_here(todo, done, results_dir, log)
+    counts = Graph(
         todo,
         cluster,
         results_dir,
@@ -121,18 +128,58 @@ def run(
         log,
         retries,
         parallel or (local_slots(todo) if cluster == "local" else None),
-    ).follow(wait, timeout_s, skipped)
+    ).follow(wait, timeout_s, done)
+    if cluster == "local":
+        # submitit's local jobs create their folder template itself (logs/%j) besides
+        # logs/<pid>/: an empty folder named after nothing.
+        with contextlib.suppress(OSError):
+            (results_dir / "logs" / "%j").rmdir()
+    return counts
 
 
-def _run_here(todo: list[Job], skipped: int, log) -> dict:
-    failed = 0
+def writable(folder: Path) -> None:
+    """Refuse a results folder this process cannot write, before any job starts: a job would
+    otherwise fail only once it has computed its result."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise HarnessError(
+            f"cannot write to the results folder {folder} ({e.strerror}): make it writable, "
+            "or pass --results DIR"
+        ) from None
+
+
+def summary(already_done=0, submitted=0, attached=0, failed=0, blocked=0) -> dict:
+    return {
+        "already_done": already_done,
+        "submitted": submitted,
+        "attached": attached,
+        "failed": failed,
+        "blocked": blocked,
+    }
+
+
+def _run_here(todo: list[Job], done: int, results_dir: Path, log) -> dict:
+    """In this process, in order (a failure raises: nothing after it runs). Each job is
+    recorded like a submitted one (job id: this process), so ``harness status`` sees it."""
+    ran = blocked = 0
     for j in todo:
         if all(Path(d).exists() for d in j.deps):
             log(f"running {j.name}")
-            execute(j)
-        else:
-            failed += 1
-    return {"submitted": len(todo), "attached": 0, "skipped": skipped, "failed": failed}
+            records.started(results_dir, j, os.getpid(), "", "debug")
+            try:
+                execute(j)
+            except BaseException as e:
+                last = str(e).strip().splitlines()[-1:] or [""]
+                records.mark_failed(results_dir, j, f"{type(e).__name__}: {last[0]}")
+                raise
+            ran += 1
+        else:  # its pretraining stopped early (``stop_at``) without a result
+            log(f"not run {j.name}: its pretraining has no result")
+            blocked += 1
+    return summary(done, submitted=ran, blocked=blocked)
 
 
 class Graph:
@@ -143,6 +190,7 @@ class Graph:
         self.profile, self.log, self.retries, self.parallel = profile, log, retries, parallel
         self.live: dict[str, records.Handle] = {}  # result path -> queued / running job
         self.failed: list[str] = []
+        self.blocked: list[str] = []  # not run: the pretraining they need failed
         self.submissions = 0
         for j in todo:
             h = records.attach(results_dir, j, cluster)
@@ -155,7 +203,7 @@ class Graph:
         self.attached = len(self.live)
         self.waiting = [j for j in todo if j.result not in self.live]
 
-    def follow(self, wait: bool, timeout_s: float | None, skipped: int) -> dict:
+    def follow(self, wait: bool, timeout_s: float | None, done: int) -> dict:
         t0 = time.time()
         while self.waiting or self.live:
             self._submit_ready()
@@ -169,19 +217,14 @@ class Graph:
                 )
             if self.waiting or self.live:
                 time.sleep(0.5 if self.cluster == "local" else 2.0)
-        return {
-            "submitted": self.submissions,
-            "attached": self.attached,
-            "skipped": skipped,
-            "failed": len(self.failed),
-        }
+        return summary(done, self.submissions, self.attached, len(self.failed), len(self.blocked))
 
     def _submit_ready(self) -> None:
         for j in list(self.waiting):
             if any(d in self.failed for d in j.deps):
                 self.waiting.remove(j)
-                self.failed.append(j.result)
-                self.log(f"skipped {j.name}: its pretraining failed")
+                self.blocked.append(j.result)
+                self.log(f"not run {j.name}: its pretraining failed")
                 continue
             # Locally a job starts once its inputs exist; Slurm holds it with afterok.
             inputs_missing = not all(Path(d).exists() for d in j.deps)

@@ -29,6 +29,7 @@ IMAGES = {
     "imagenet_c": 19 * 5 * 50_000,
     "imagenet_p": 14 * 10_000 * 31,
     "3diebench": 2_623_600,
+    "coco_val": 5_000,  # val2017 (train2017's 118k enter as iterations × batch)
 }
 # Backbone passes per evaluation, as (passes over ImageNet train, passes over the evaluated
 # set, backward too?) at the paper's recipes (harness/evaluators/*).
@@ -53,6 +54,34 @@ def forward_flops(preset: str) -> float:
     with FlopCounterMode(display=False) as fc:
         bb(torch.empty(1, 3, s, s, device="meta"), taps=set())
     return fc.get_total_flops()
+
+
+@cache
+def forward_flops_at(preset: str, size: int) -> float:
+    """Forward FLOPs of the backbone on one ``size``-px image (the detection input)."""
+    cfg = C.resolve("moco_v3", preset)
+    with torch.device("meta"):
+        bb = C.build_method(cfg).backbone
+    depth = cfg["model"]["depth"]
+    with FlopCounterMode(display=False) as fc:
+        bb(torch.empty(1, 3, size, size, device="meta"), taps={depth})
+    return fc.get_total_flops()
+
+
+def detection_head_flops(cfg: dict) -> float:
+    """Forward FLOPs per training image of ViTDet's trainable part (counted by hand): the
+    simple feature pyramid (1×1 and 3×3 convs to 256 channels on each level, the
+    transposed convs of the finer levels) and the 4conv+1fc box head on each sampled RoI."""
+    det, m = cfg["detection"], cfg["model"]
+    size, p, d = det["input_size"], m["patch_size"], m["width"]
+    macs = 0.0
+    for scale, c_in in ((4, d // 4), (2, d // 2), (1, d), (0.5, d)):
+        hw = (size * scale / p) ** 2
+        macs += hw * (c_in * 256 + 256 * 256 * 9)
+    macs += (size / p) ** 2 * (4 * d * d // 2 + 4 * (d // 2) * (d // 4) * 4)  # deconvs, approx.
+    macs += (size / (2 * p)) ** 2 * 256 * 256 * 9 * 0.5 * 2  # RPN convs on all levels, approx.
+    macs += det["roi_per_image"] * (4 * 256 * 256 * 9 * 49 + 256 * 49 * 1024)
+    return 2 * macs
 
 
 def _gpus(shape: dict) -> int:
@@ -110,6 +139,19 @@ def estimate(
                         f"loader-bound: {workers} workers × {loader_img_s:g} img/s = {fed:.0f} "
                         f"img/s per GPU, the GPU takes {need:.0f} ({basis})"
                     )
+        elif j.evaluation == "detection":
+            # The frozen encoder forward on every training and val image at the detection
+            # input size, plus the pyramid and heads' forward and backward (×3) in training.
+            det = j.cfg["detection"]
+            n_val = IMAGES["coco_val"] if det.get("fixture") is None else det["fixture"]["val"]
+            images = det["iterations"] * det["batch_size"]
+            enc = forward_flops_at(preset, det["input_size"])
+            flops = enc * (images + n_val) + 3 * detection_head_flops(j.cfg) * images
+            hours = flops / (rate * gpus) / 3600 if rate else float("nan")
+            basis = (
+                f"{images / 1e6:.2f}M frozen forward passes at {det['input_size']} px "
+                f"+ pyramid/heads fwd+bwd ({flops / 1e18:.2f} EFLOP)"
+            )
         else:
             train_passes, set_passes, backward = PASSES[j.evaluation]
             if j.evaluation == "linear" and j.dataset != "imagenet":

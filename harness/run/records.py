@@ -61,7 +61,14 @@ class Handle:
     submitit_job: object = None  # kept for local jobs, so finished children are reaped
 
     def state(self) -> str:
-        """Slurm's state (PENDING, RUNNING, …), RUNNING for a live local job, else GONE."""
+        """Slurm's state (PENDING, RUNNING, …), RUNNING for a live local job (or a live
+        ``harness run --cluster debug`` running it in its own process), else GONE."""
+        if self.cluster == "debug":
+            try:
+                alive = "harness" in Path(f"/proc/{self.job_id}/cmdline").read_text()
+            except OSError:
+                alive = False
+            return "RUNNING" if alive and not Path(self.result).exists() else "GONE"
         if self.cluster == "local":
             if self.submitit_job is not None:
                 # Our own child: ask it (this also reaps it). /proc would show the parent's

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.io import try_read_json
 from harness.run import records
+from harness.run.jobs import read_result
 
 STATE_WORDS = {
     "PENDING": "queued",
@@ -108,8 +109,9 @@ def job_status(results_dir: Path, job) -> dict:
     if st["tries"]:
         st["job_id"] = rec["attempts"][-1]["job_id"]
     if job.done():
-        if try_read_json(job.result) is None:
-            return {**st, "state": f"unreadable: {job.result} (harness run recomputes it)"}
+        problem = read_result(job)[1]
+        if problem:
+            return {**st, "state": f"unusable: {problem} (harness run recomputes it)"}
         return {**st, "state": "done"}
     if not st["tries"]:
         ready = all(Path(d).exists() for d in job.deps)

@@ -38,10 +38,10 @@ from harness.io import save_torch, write_json, write_text
 from harness.model.backbone import Backbone
 from harness.parallel import dist
 from harness.parallel.global_bn import global_batchnorm
+from harness.parallel.preempt import Preemption, quiet_worker
 from harness.provenance import code_version
 from harness.schedule import Progress, cosine
 from harness.train import tracking
-from harness.train.preempt import Preemption, quiet_worker
 
 
 def lr_at(recipe: dict, it: int, total: int, its_per_epoch: int, global_batch: int) -> float:
@@ -172,7 +172,8 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     policy.defer = device.type == "cuda" if gpu_augment is None else bool(gpu_augment)
     tr = cfg["train"]
     images = ImageFolderDataset(data_root, "train")
-    batches = PretrainBatches(images, policy, tr["batch_size"], cfg["seed"])
+    skip_bad = bool(cfg["data"].get("skip_bad"))
+    batches = PretrainBatches(images, policy, tr["batch_size"], cfg["seed"], skip_bad)
     spe = batches.steps_per_epoch
     if spe == 0:
         raise HarnessError(
@@ -235,7 +236,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         if not window:
             return
         values = torch.stack([w[2] for w in window]).tolist()
-        for (step, lr, _, t), (loss, *rest, grad_ok) in zip(window, values):
+        for (step, lr, _, t, skipped), (loss, *rest, grad_ok) in zip(window, values):
             bad = f"loss became {loss}" if not math.isfinite(loss) else None
             if bad is None and not grad_ok:
                 bad = f"a gradient became non-finite (loss {loss:.4g})"
@@ -254,6 +255,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
                 "img_per_s": (step - start) * tr["batch_size"] / max(t - t0, 1e-9),
                 "total_steps": total,
                 "time": t,
+                **({"skipped_images": skipped} if skipped else {}),
             }
             log.write(json.dumps(row) + "\n")
             if tracker:
@@ -263,17 +265,23 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         window.clear()
 
     names: list[str] = []
-    with open(log_path if lead else os.devnull, "a") as log, Preemption() as warning:
-        for it, batch in zip(range(start, end), loader):
+    stream = iter(loader)
+    with (
+        open(log_path if lead else os.devnull, "a") as log,
+        Preemption() as warning,
+        _shut_down(stream),
+    ):
+        for it, batch in zip(range(start, end), stream):
             progress = Progress(it, total, spe)
             lr = lr_at(cfg["recipe"], it, total, spe, tr["batch_size"])
+            skipped = batch.pop("skipped", [])  # data.skip_bad: images that did not decode
             batch = to_device(finish(batch, device), device)
             loss, terms, grad_ok = train_step(method, opt, groups, batch, progress, lr, amp)
             names = list(terms)
             losses = torch.stack(
                 [t.detach().float() for t in (loss, *terms.values())] + [grad_ok.float()]
             )
-            window.append((it + 1, lr, losses, time.time()))
+            window.append((it + 1, lr, losses, time.time(), skipped))
             bar.update(1)
             warned = due = False
             if (it + 1) % log_every == 0 or it + 1 == end:
@@ -321,6 +329,8 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         "config_hash": config_hash(cfg),
         "code": code_version(),  # the code that trained it
     }
+    if skip_bad and lead:
+        summary["skipped_images"] = _skipped(log_path)
     if done and lead:
         write_json(run_dir / "pretrain.json", summary)
     return summary
@@ -330,6 +340,30 @@ def _event(run_dir: Path, what: str, step: int, **extra) -> None:
     """Requeue history of a run (``harness status`` counts it): one line per event."""
     with open(run_dir / "events.jsonl", "a") as f:
         f.write(json.dumps({"event": what, "step": step, "time": time.time(), **extra}) + "\n")
+
+
+@contextlib.contextmanager
+def _shut_down(stream):
+    """Stop the loader's workers however the loop ends. They ignore SIGTERM (quiet_worker), so
+    workers left to an iterator that outlives the loop (a traceback keeps it: a failed step,
+    a job's pickled exception) would block the process's exit, which joins them, forever."""
+    try:
+        yield stream
+    finally:
+        shutdown = getattr(stream, "_shutdown_workers", None)  # multi-process iterators only
+        if shutdown is not None:
+            shutdown()
+
+
+def _skipped(log_path: Path) -> int:
+    """Images skipped over the whole run (``data.skip_bad``), resumed parts included."""
+    n = 0
+    for ln in log_path.read_text().splitlines():
+        try:
+            n += len(json.loads(ln).get("skipped_images", []))
+        except (ValueError, AttributeError):
+            continue
+    return n
 
 
 def _trim_log(path: Path, start: int) -> None:

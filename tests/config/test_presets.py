@@ -56,6 +56,7 @@ def test_tiny_and_micro_keep_their_old_values():
         "train_per_class": 160,
         "val_per_class": 40,
         "size": 36,
+        "skip_bad": False,  # issue 15, left out of the run hash while off
     }
     assert micro["data"]["train_per_class"] == 8 and micro["data"]["size"] == 20
     assert tiny["views"] == {"crop_min": 0.3, "photometric": "kornia"}

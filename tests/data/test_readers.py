@@ -319,6 +319,18 @@ def test_missing_perturbation_stops_check_and_reader(trees, tmp_path, capsys):
         ImageNetP(broken, "tilt")
 
 
+def test_a_broken_video_past_the_first_fails_imagenet_p_check(trees, tmp_path, capsys):
+    """Every video is decoded, not just the first of each perturbation."""
+    broken = _broken_copy(trees["imagenet_p"], tmp_path)
+    videos = sorted((broken / "tilt").rglob("*.mp4"))
+    victim = videos[-1]
+    victim.write_bytes(victim.read_bytes()[:40])
+    rc, out, err = _check(capsys, "imagenet_p", broken)
+    assert rc == 2 and str(victim) in _one_line(err) and "no frame could be decoded" in err
+    n = len(list(broken.rglob("*.mp4")))
+    assert f"videos decoded: {n} (0 known from the cache), 1 bad" in out
+
+
 # ---------------------------------------------------------------- 3DIEBench
 
 

@@ -108,6 +108,50 @@ class BadInput(AddOn):
 """
 
 
+def test_status_sees_jobs_run_with_the_debug_cluster(tmp_path):
+    """`--cluster debug` runs jobs in its own process; they are recorded all the same, so a
+    bare `harness status` lists them, a failed one with its reason."""
+    plugin = tmp_path / "boom.py"
+    plugin.write_text(BOOM)
+    res = tmp_path / "results"
+    common = ["--preset", "micro", "--results", str(res)]
+    ok = harness(
+        "run",
+        "table2",
+        "--methods",
+        "moco_v3",
+        "--cluster",
+        "debug",
+        *common,
+        "--only",
+        "pretrain",
+        "runtime.quiet=true",
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    bad = harness(
+        "--plugin",
+        str(plugin),
+        "run",
+        "table2",
+        "--methods",
+        "moco_v3+badinput",
+        "--cluster",
+        "debug",
+        *common,
+        "--only",
+        "pretrain",
+        "runtime.quiet=true",
+    )
+    assert bad.returncode == 2 and "bad input: fix the config" in bad.stderr
+    st = harness("--plugin", str(plugin), "status", "--results", str(res))
+    assert st.returncode == 0, st.stderr
+    rows = {ln.split()[0]: ln for ln in st.stdout.splitlines() if ln.startswith("moco_v3")}
+    assert len(rows) == 2, st.stdout
+    assert " done " in next(v for k, v in rows.items() if "badinput" not in k)
+    failed = next(v for k, v in rows.items() if "badinput" in k)
+    assert " failed " in failed and "bad input: fix the config" in st.stdout
+
+
 def test_failed_job_is_retried_then_reported_with_its_log(tmp_path):
     plugin = tmp_path / "boom.py"
     plugin.write_text(BOOM)
@@ -128,10 +172,12 @@ def test_failed_job_is_retried_then_reported_with_its_log(tmp_path):
     )
     assert p.returncode == 1, p.stderr[-2000:]
     summary = json.loads(p.stdout.strip().splitlines()[-1])
-    assert summary["failed"] == 10  # two pretrainings and their 4 evaluations each
+    # The two pretrainings failed; their 4 evaluations each never ran: blocked, not failed.
+    assert (summary["failed"], summary["blocked"], summary["already_done"]) == (2, 8, 0)
     tries = {r["name"].split("-")[0]: len(r["attempts"]) for r in _records(res)}
     assert tries == {"moco_v3_boom": 3, "moco_v3_badinput": 1}  # bad input is not retried
     assert "retry 1/2" in p.stdout and "FAILED moco_v3_boom" in p.stdout
+    assert not (res / "logs" / "%j").exists()  # submitit's template is no folder of ours
 
     st = harness(
         "--plugin",

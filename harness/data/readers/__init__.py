@@ -2,6 +2,7 @@
 refuses an incomplete or misnamed tree with a one-line error (see base.py)."""
 
 from harness.data.readers.base import Inventory, Reader, imagenet_r_wnids, imagenet_wnids
+from harness.data.readers.coco import COCO
 from harness.data.readers.iebench import IEBench3D
 from harness.data.readers.imagenet import ImageNet, ImageNetSketch
 from harness.data.readers.imagenet_c import (
@@ -24,6 +25,7 @@ READERS = {
     "imagenet_c": ImageNetC,
     "imagenet_p": ImageNetP,
     "3diebench": IEBench3D,
+    "coco": COCO,
 }
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "ImageNetC",
     "ImageNetP",
     "IEBench3D",
+    "COCO",
     "CORRUPTIONS",
     "EXTRA_CORRUPTIONS",
     "ALL_CORRUPTIONS",

@@ -129,9 +129,13 @@ class Inventory:
     found: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
-    def lines(self) -> list[str]:
+    def lines(self, limit: int = 20) -> list[str]:
+        """What was found and the first ``limit`` problems (a damaged copy may have thousands)."""
         out = [f"{self.title} at {self.root}"] + [f"  {k}: {v}" for k, v in self.found.items()]
-        return out + [f"  problem: {p}" for p in self.problems]
+        out += [f"  problem: {p}" for p in self.problems[:limit]]
+        if len(self.problems) > limit:
+            out.append(f"  … and {len(self.problems) - limit} more problem(s)")
+        return out
 
     def require(self) -> Inventory:
         if self.problems:
@@ -154,6 +158,7 @@ class Reader(Dataset):
     """
 
     title = "dataset"
+    media = "image"  # what `harness data check` decodes under the root: "image" or "video"
 
     def __init__(self, root, *, classes=None, transform=None, **where):
         self.root = Path(root)

@@ -83,6 +83,7 @@ class ImageNetP(FolderReader):
 
     title = "ImageNet-P"
     exts = (".mp4",)
+    media = "video"
     fix = (
         "regenerate the tree (`harness data fixtures --out DIR` for the fixture) or re-download and "
         "extract ImageNet-P (Zenodo record 3565846) so every <perturbation>/<wnid>/*.mp4 exists"

@@ -1,4 +1,5 @@
-"""Preemption and time limits, seen from the training loop.
+"""Preemption and time limits, seen from a training loop (pretraining's, and the detection
+evaluator's detectron2 trainer).
 
 Slurm warns a job with USR2 (``--signal``) before it is preempted or reaches its time limit,
 and submitit's handler then checkpoints and requeues at once — in the middle of whatever
