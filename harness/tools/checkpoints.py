@@ -152,12 +152,17 @@ def _bare(src: _Source, sd: dict, prefix: str = "") -> None:
             src.take(k, name, v)
 
 
+def _branches(src: _Source, obj: dict, opts: dict, kind: str) -> tuple[str, str]:
+    """(the branch imported, the other) of a teacher/student checkpoint (DINO's, SER's)."""
+    branch = opts.get("branch", "teacher")
+    if not isinstance(obj.get(branch), dict):
+        raise HarnessError(f"{src.path}: no '{branch}' state dict in this {kind} checkpoint")
+    return branch, "student" if branch == "teacher" else "teacher"
+
+
 def _read_dino(src: _Source, obj, opts: dict) -> None:
     if isinstance(obj, dict) and ("teacher" in obj or "student" in obj):
-        branch = opts.get("branch", "teacher")
-        if branch not in obj:
-            raise HarnessError(f"{src.path}: no '{branch}' entry in this DINO checkpoint")
-        other = "student" if branch == "teacher" else "teacher"
+        branch, other = _branches(src, obj, opts, "DINO")
         _top(
             src,
             obj,
@@ -283,10 +288,7 @@ def _read_timm(src: _Source, obj, opts: dict) -> None:
 
 def _read_ser(src: _Source, obj, opts: dict) -> None:
     if isinstance(obj, dict) and ("teacher" in obj or "student" in obj):
-        branch = opts.get("branch", "teacher")
-        if not isinstance(obj.get(branch), dict):
-            raise HarnessError(f"{src.path}: no '{branch}' state dict in this SER checkpoint")
-        other = "student" if branch == "teacher" else "teacher"
+        branch, other = _branches(src, obj, opts, "SER")
         _top(
             src,
             obj,

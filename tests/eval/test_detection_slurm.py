@@ -5,8 +5,6 @@ finishes with one result; every iteration runs once."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from harness.eval import detection
 from harness.run import launch
 from harness.run.jobs import Job, eval_job_config, eval_result_path, eval_spec, execute
 from harness.run.profiles import load_profile
+from tests.helpers import wait_for_slurm
 from tests.slurm_fixture import in_ci
 
 ITERATIONS = 40
@@ -26,15 +25,6 @@ except ImportError:
     if in_ci():  # `make test` installs it: in CI its absence is a failure, not a skip
         raise
     pytest.skip("detectron2 is not installed (`make venv` builds it)", allow_module_level=True)
-
-
-def _wait(what, until, timeout_s, job_id):
-    deadline = time.monotonic() + timeout_s
-    while not until():
-        if time.monotonic() > deadline:
-            subprocess.run(["scancel", job_id])
-            pytest.fail(f"{what} not seen within {timeout_s} s (job {job_id})")
-        time.sleep(0.2)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -78,10 +68,12 @@ def test_interrupted_detection_job_resumes_from_its_checkpoint(local_slurm, tmp_
     coco = C.dataset_root(job.cfg, results, "coco")
     out = detection.work_dir(run_dir, job.cfg["detection"], coco)
 
-    _wait("training under way", lambda: len(_lines(out / "iterations.jsonl")) >= 5, 180, job_id)
+    wait_for_slurm(
+        "training under way", lambda: len(_lines(out / "iterations.jsonl")) >= 5, 180, job_id
+    )
     # Preemption as submitit simulates it: SIGTERM (ignored), then USR2.
     submitit.SlurmJob(results / "logs" / "%j", job_id)._interrupt()
-    _wait("the requeued job's result", lambda: Path(job.result).exists(), 300, job_id)
+    wait_for_slurm("the requeued job's result", lambda: Path(job.result).exists(), 300, job_id)
 
     record = json.loads(Path(job.result).read_text())
     assert set(record["metrics"]) == {"mAP", "mAP50", "mAP75"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from harness.run import launch
 from harness.run.jobs import Job
 from harness.run.profiles import load_profile
 from harness.train import pretrain
+from tests.helpers import wait_for_slurm
 
 STEPS = 120
 
@@ -34,15 +34,6 @@ def _steps_logged(run_dir: Path) -> int:
         return len(Path(run_dir, "log.jsonl").read_text().splitlines())
     except OSError:
         return 0
-
-
-def _wait(what, until, timeout_s, job_id):
-    deadline = time.monotonic() + timeout_s
-    while not until():
-        if time.monotonic() > deadline:
-            subprocess.run(["scancel", job_id])
-            pytest.fail(f"{what} not seen within {timeout_s} s (job {job_id})")
-        time.sleep(0.2)
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -82,14 +73,14 @@ def test_interrupted_job_requeues_and_ends_with_uninterrupted_weights(
     results = tmp_path / "results"
     # scontrol requeue gives no warning: the run resumes from its last periodic checkpoint.
     job, job_id = _submit(results, 10_000 if how == "submitit-interrupt" else 10)
-    _wait("training under way", lambda: _steps_logged(job.run_dir) >= 20, 120, job_id)
+    wait_for_slurm("training under way", lambda: _steps_logged(job.run_dir) >= 20, 120, job_id)
     if how == "submitit-interrupt":
         # Preemption as submitit simulates it: SIGTERM (ignored), then USR2.
         submitit.SlurmJob(results / "logs" / "%j", job_id)._interrupt()
     else:
         # An administrator's requeue: Slurm kills the job without warning and queues it again.
         subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True)
-    _wait("the requeued job's result", lambda: Path(job.result).exists(), 240, job_id)
+    wait_for_slurm("the requeued job's result", lambda: Path(job.result).exists(), 240, job_id)
 
     resumed = torch.load(Path(job.run_dir) / "checkpoint.pt", weights_only=False)["model"]
     assert resumed.keys() == straight.keys()
