@@ -44,7 +44,10 @@ def _log_rows(run_dir: Path, n: int = 50) -> list[dict]:
 
 
 def progress(job) -> dict:
-    """Steps done, total and the time left, from a pretraining's log (rate over its last rows)."""
+    """Steps done, total and the time left, from a pretraining's log (rate over its last rows)
+    or a detection evaluation's ``iterations.jsonl``."""
+    if getattr(job, "evaluation", None) == "detection":
+        return _detection_progress(job)
     if job.kind != "pretrain":
         return {}
     rows = [r for r in _log_rows(job.run_dir) if "time" in r]
@@ -60,6 +63,36 @@ def progress(job) -> dict:
         out["requeues"] = sum('"preempted"' in e for e in events)
     except OSError:
         pass
+    return out
+
+
+def _detection_progress(job) -> dict:
+    """The detection trainer's iteration (its newest output folder) of the job's total."""
+    total = (getattr(job, "cfg", None) or {}).get("detection", {}).get("iterations")
+    logs = sorted(
+        Path(job.run_dir, "eval").glob("detection-*/iterations.jsonl"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not logs or not total:
+        return {}
+    rows = []
+    for ln in logs[-1].read_text().splitlines()[-50:]:
+        try:
+            rows.append(json.loads(ln))
+        except ValueError:  # a line cut short by a kill
+            continue
+    if not rows:
+        return {}
+    out = {"step": rows[-1]["iter"] + 1, "total": total}
+    # "s" counts from the (re)start of the process that wrote the row: its last stretch only.
+    run = [rows[-1]]
+    for r in reversed(rows[:-1]):
+        if r["s"] >= run[0]["s"] or len(run) == 20:
+            break
+        run.insert(0, r)
+    if len(run) > 1 and run[-1]["s"] > run[0]["s"]:
+        rate = (run[-1]["iter"] - run[0]["iter"]) / (run[-1]["s"] - run[0]["s"])
+        out["eta_s"] = (total - out["step"]) / rate if rate > 0 else None
     return out
 
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,24 @@ def test_a_method_version_keys_its_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(BASES["dino"], "version", BASES["dino"].version + 1)
     again = {j.cfg["method"]: j.run_dir for j in jobs.plan(spec, "micro", tmp_path)}
     assert {m for m in after if after[m] != again[m]} == {"dino", "dino+ser"}
+
+
+def test_status_shows_a_detection_jobs_iterations_and_time_left(tmp_path):
+    """From the trainer's iterations.jsonl: the last iteration of the total, and a rate from
+    the last process's stretch only (its seconds restart when a requeued job resumes)."""
+    from harness.run.status import progress
+
+    spec = tables.load("table6")
+    plan = jobs.plan(spec, "micro", tmp_path, overrides=["detection.iterations=20"])
+    job = next(j for j in plan if j.evaluation == "detection")
+    total = job.cfg["detection"]["iterations"]
+    out = Path(job.run_dir) / "eval" / "detection-coco-0"
+    out.mkdir(parents=True)
+    first = [{"iter": i, "loss": 1.0, "s": 10.0 * (i + 1)} for i in range(3)]  # 0.1 it/s
+    after = [{"iter": 3 + i, "loss": 1.0, "s": 1.0 + i} for i in range(total - 4)]  # 1 it/s
+    (out / "iterations.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in first + after) + '{"iter": 9'
+    )
+    got = progress(job)
+    assert got["step"] == total - 1 and got["total"] == total
+    assert got["eta_s"] == pytest.approx(1.0)
