@@ -147,10 +147,9 @@ def verify(
     return res
 
 
-def check_dataset(reader, root, *, decode: bool = True, quiet: bool = False, show: int = 20):
+def check_dataset(reader, root, *, decode: bool = True, quiet: bool = False):
     """``reader``'s layout inventory of ``root`` and, with ``decode``, every image (or, for a
-    video set, every video) under it decoded: one line of counts, each bad file a problem (the
-    first ``show`` of them printed)."""
+    video set, every video) under it decoded: one line of counts, each bad file a problem."""
     from harness.data.readers.base import files_under
 
     inv = reader.inventory(Path(root))

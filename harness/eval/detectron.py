@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -59,7 +58,7 @@ from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from harness.data.augment import MEAN, STD
 from harness.data.readers.coco import SPLITS, annotation_file
-from harness.io import write_json
+from harness.io import write_json, write_text
 from harness.parallel.preempt import Preemption
 
 FEATURE = "last_feat"
@@ -304,9 +303,7 @@ def train(model, dataset: str, det: dict, out: Path, num_workers: int, quiet: bo
         log = out / "iterations.jsonl"
         if log.exists():
             kept = [ln for ln in log.read_text().splitlines() if _iter_of(ln) < start]
-            tmp = log.with_suffix(".tmp")
-            tmp.write_text("".join(ln + "\n" for ln in kept))
-            os.replace(tmp, log)
+            write_text(log, "".join(ln + "\n" for ln in kept))
     if start < det["iterations"]:
         trainer.train(start, det["iterations"])
     if main:  # done: model_final.pth is what a requeued job resumes from; the others go

@@ -104,7 +104,10 @@ def run(
     ``failed``, and ``blocked`` (not run because the pretraining they need failed)."""
     results_dir = Path(results_dir)
     # An unreadable result, or one of another run, is no result: set aside, computed again.
-    wrong = {j.result: why for j in jobs if j.done() for why in [read_result(j)[1]] if why}
+    wrong = {}
+    for j in jobs:
+        if j.done() and (why := read_result(j)[1]):
+            wrong[j.result] = why
     if wrong or not all(j.done() for j in jobs):
         writable(results_dir)  # a shared read-only folder with every result is still fine
     for res, why in wrong.items():

@@ -50,6 +50,14 @@ def attempts(results_dir: Path, job) -> int:
     return len(rec["attempts"]) if rec else 0
 
 
+def _runs(pid: str, program: str) -> bool:
+    """Whether process ``pid`` is alive and runs ``program`` (its id not reused by another)."""
+    try:
+        return program in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
 @dataclass
 class Handle:
     """A submitted job, fresh or found in a record; ``finished`` once it will not run again."""
@@ -64,21 +72,14 @@ class Handle:
         """Slurm's state (PENDING, RUNNING, …), RUNNING for a live local job (or a live
         ``harness run --cluster debug`` running it in its own process), else GONE."""
         if self.cluster == "debug":
-            try:
-                alive = "harness" in Path(f"/proc/{self.job_id}/cmdline").read_text()
-            except OSError:
-                alive = False
-            return "RUNNING" if alive and not Path(self.result).exists() else "GONE"
+            alive = _runs(self.job_id, "harness") and not Path(self.result).exists()
+            return "RUNNING" if alive else "GONE"
         if self.cluster == "local":
             if self.submitit_job is not None:
                 # Our own child: ask it (this also reaps it). /proc would show the parent's
                 # command line between fork and exec and call a starting job gone.
                 return "GONE" if self.submitit_job.done() else "RUNNING"
-            try:
-                alive = "submitit" in Path(f"/proc/{self.job_id}/cmdline").read_text()
-            except OSError:
-                alive = False
-            return "RUNNING" if alive else "GONE"
+            return "RUNNING" if _runs(self.job_id, "submitit") else "GONE"
         out = subprocess.run(
             ["squeue", "-h", "-j", self.job_id, "-o", "%T"],
             capture_output=True,
