@@ -146,6 +146,15 @@ def _with_rows(spec, methods: str | None, results=None, importing: bool = False)
             f"--methods {methods!r} names no method: give comma-separated names, "
             f"e.g. --methods moco_v3,moco_v3+ser (or leave it out for the table's rows)"
         )
+    # Two equal rows would start two trainers writing one run folder.
+    seen: dict[str, str] = {}
+    for m in rows:
+        key = "".join(m.split())
+        if key in seen:
+            raise HarnessError(
+                f"--methods {methods!r} names {seen[key]!r} twice: name each row once"
+            )
+        seen[key] = m
     named = []
     for m in rows:
         row = imported_row(m, results or DEFAULT_RESULTS, importing)
@@ -196,6 +205,9 @@ def cmd_export(a) -> int:
     out = Path(a.out) if a.out else Path(a.results) / "exports" / f"{run_dir.name}-timm.pth"
     path, kwargs = export_timm(run_dir, out)
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    also = path.with_suffix(".safetensors")
+    if also != path:
+        print(also)
     print(f"{path}\n  load with timm.models.vision_transformer.VisionTransformer({args})")
     return 0
 
@@ -492,7 +504,12 @@ def parser() -> argparse.ArgumentParser:
         "run every evaluation and table reads",
     )
     r.add_argument("name", help="the run's name: RESULTS/runs/NAME, and the table row's name")
-    r.add_argument("path", help="the checkpoint file")
+    r.add_argument(
+        "path",
+        help="the checkpoint file, read with torch.load(weights_only=True) (or .safetensors): "
+        "tensors, plain data, numpy arrays, argparse.Namespace and torch.nn layers only; a "
+        "file holding anything else is refused, as unpickling it could run code",
+    )
     r.add_argument("--format", required=True, choices=["dino", "moco_v3", "timm", "ser", "harness"])
     r.add_argument("--results", default=DEFAULT_RESULTS)
     r.add_argument("--preset", default="paper", help="the preset of the stored config")
@@ -505,10 +522,18 @@ def parser() -> argparse.ArgumentParser:
         "(a checkpoint of tables/reference/published.csv, else matched by file name)"
     )
 
-    r = sub.add_parser("export", help="write a run's evaluated backbone as a timm state dict")
+    r = sub.add_parser(
+        "export",
+        help="write a run's evaluated backbone as a timm state dict (.pth and .safetensors); "
+        "its checkpoint.pt is read with weights_only=True",
+    )
     r.add_argument("run", help="a run directory, or a run id under RESULTS/runs")
     r.add_argument("--format", required=True, choices=["timm"])
-    r.add_argument("--out", help="output file (default: RESULTS/exports/RUN-timm.pth)")
+    r.add_argument(
+        "--out",
+        help="output file (default: RESULTS/exports/RUN-timm.pth), the .safetensors beside it; "
+        "FILE.safetensors: that file only",
+    )
     r.add_argument("--results", default=DEFAULT_RESULTS)
     r.set_defaults(fn=cmd_export)
 
@@ -666,6 +691,14 @@ def main(argv=None) -> int:
             os.environ[PLUGIN_ENV] = os.pathsep.join(
                 paths + [p for p in os.environ.get(PLUGIN_ENV, "").split(os.pathsep) if p]
             )
+        if getattr(args, "results", None) is not None:
+            from harness.config.paths import results_folder
+
+            given = argv if argv is not None else sys.argv
+            from_env = args.results == os.environ.get("HARNESS_RESULTS") and not any(
+                str(x).split("=")[0] == "--results" for x in given
+            )
+            results_folder(args.results, "HARNESS_RESULTS" if from_env else "--results")
         return args.fn(args)
     except HarnessError as e:
         print(f"harness: error: {_one_line(e)}", file=sys.stderr)

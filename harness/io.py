@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -30,19 +31,60 @@ def shareable(path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+# Faults of the storage, not of what is written: named with the path and the fix.
+STORAGE_FAULTS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+}
+
+
+class StorageError(OSError):
+    """A write refused by the storage (full, read-only, not ours). An OSError, so that
+    callers catching OSError still do; ``str()`` is the one line to show."""
+
+    def __str__(self) -> str:
+        fix = "free space" if self.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+        return f"{self.strerror} writing {self.filename}: {fix} or point --results elsewhere"
+
+
+def _storage_fault(e: BaseException, folder: Path) -> int | None:
+    """The storage errno behind a failed write, or None. torch.save reports a failed write as
+    a RuntimeError that names no cause, so a full disk is also read off the folder itself."""
+    seen = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in STORAGE_FAULTS:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(e, RuntimeError):
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return None
+        if st.f_bavail * st.f_frsize < 1 << 20:
+            return errno.ENOSPC
+    return None
+
+
 def _atomic(path: Path, write) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         shareable(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:  # nothing half written stays; the old file is untouched
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, Exception) and (code := _storage_fault(e, path.parent)) is not None:
+            raise StorageError(code, STORAGE_FAULTS[code], str(path)) from e
         raise
     return path
 

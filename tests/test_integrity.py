@@ -36,10 +36,11 @@ def snapshot(root: Path) -> dict:
 
 def assert_kept(root: Path, before: dict) -> None:
     """Every file of ``before`` byte-identical but the job records, which note the failed
-    attempt (for `harness status`); nothing else new: no result, no checkpoint."""
+    attempt (for `harness status`), and the lock files, which name their last holder; nothing
+    else new: no result, no checkpoint."""
 
     def record(p: Path) -> bool:
-        return p.parent == root / "jobs" and p.suffix == ".json"
+        return (p.parent == root / "jobs" and p.suffix == ".json") or p.suffix == ".lock"
 
     after = snapshot(root)
     assert {p: after.get(p) for p in before if not record(p)} == {
@@ -212,6 +213,7 @@ def test_val_labels_are_matched_to_train_by_class_name(tmp_path):
 
 
 def test_a_checkpoint_of_another_run_is_refused_by_name(computed, tmp_path):
+    import json
     import shutil
 
     import torch
@@ -223,6 +225,10 @@ def test_a_checkpoint_of_another_run_is_refused_by_name(computed, tmp_path):
     ck = torch.load(ck_path, weights_only=False)
     ck["config"]["seed"] = 7  # another run's checkpoint: same method, another run id
     torch.save(ck, ck_path)
+    # Copied in with its pretrain.json, which records the copied file's size.
+    done = json.loads((run / "pretrain.json").read_text())
+    done["checkpoint"]["bytes"] = ck_path.stat().st_size
+    (run / "pretrain.json").write_text(json.dumps(done))
     # An evaluation still to compute must load it: drop one result and the cached features.
     (result,) = run.glob("eval/linear-imagenet-*.json")
     result.unlink()
@@ -231,12 +237,16 @@ def test_a_checkpoint_of_another_run_is_refused_by_name(computed, tmp_path):
     p = harness(*RUN, "--results", str(res), "runtime.quiet=true")
     one_line_error(p, str(ck_path), "belongs to run moco_v3-micro-", "not to " + run.name)
     assert_kept(res, before)
-    # Cut short: one line as well, naming the file.
+    # Cut short: no longer the checkpoint pretrain.json recorded, so that is set aside (the
+    # pretraining is not done) and resuming from the file stops in one line naming it.
     ck_path.write_bytes(ck_path.read_bytes()[:1000])
     before = snapshot(res)
     p = harness(*RUN, "--results", str(res), "runtime.quiet=true")
     one_line_error(p, str(ck_path), "cannot be read", "move it aside")
-    assert_kept(res, before)
+    assert ck_path.read_bytes() == before[ck_path]
+    assert not (run / "pretrain.json").exists()
+    assert (run / "pretrain.json.corrupt").read_bytes() == before[run / "pretrain.json"]
+    assert not list(run.glob("eval/linear-imagenet-*.json"))
 
 
 def test_an_unreadable_result_is_named_set_aside_and_recomputed(computed, tmp_path):
@@ -268,7 +278,13 @@ def test_an_unreadable_result_is_named_set_aside_and_recomputed(computed, tmp_pa
     assert json.loads(bad.read_text())["metrics"]["top1"] >= 0
     assert bad.with_name(bad.name + ".corrupt").read_text() == '{"metrics": {"top1": 1'
     after = snapshot(res)
-    assert all(after[p] == b for p, b in rest.items() if "report" not in p.parts)
+    # Lock files name their last holder; everything else is as it was.
+    changed = [
+        p
+        for p, b in rest.items()
+        if "report" not in p.parts and p.suffix != ".lock" and after[p] != b
+    ]
+    assert not changed, changed
 
 
 def test_a_result_copied_in_from_another_evaluation_is_not_taken_for_this_one(computed, tmp_path):
@@ -296,7 +312,13 @@ def test_a_result_copied_in_from_another_evaluation_is_not_taken_for_this_one(co
     assert f"moved to {v2.name}.corrupt" in p.stdout + p.stderr
     assert json.loads(v2.read_text())["dataset"] == "imagenet_v2"
     after = snapshot(res)
-    assert all(after[q] == b for q, b in rest.items() if "report" not in q.parts)
+    # Lock files name their last holder; everything else is as it was.
+    changed = [
+        q
+        for q, b in rest.items()
+        if "report" not in q.parts and q.suffix != ".lock" and after[q] != b
+    ]
+    assert not changed, changed
 
 
 def _damage(path: Path, kind: str) -> None:
@@ -398,9 +420,13 @@ def test_data_check_decodes_every_file_once_and_caches_the_verdicts(micro_data, 
 
     from PIL import Image
 
+    from harness.data import synthetic
+
     _, d = micro_data
     root = tmp_path / "data"
     shutil.copytree(d, root)
+    # A user's tree, not a generated one: no manifest to name the damage as drift from.
+    (root / synthetic.MANIFEST).unlink()
     files = sorted((root / "train").rglob("*.png"))
     victims = {}
     for kind, path in zip(("truncated", "zero-byte", "text", "16-bit", "cmyk", "1x1"), files[::7]):

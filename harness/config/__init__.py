@@ -2,6 +2,7 @@
 config, the objects it builds, and where its data lives."""
 
 from harness.config.build import build_method, load_state, load_trained, read_checkpoint
+from harness.config.checks import validate
 from harness.config.paths import data_root, dataset_root, ensure_data, refuse_unused_data_root
 from harness.config.resolve import (
     RUNTIME,
@@ -31,6 +32,7 @@ __all__ = [
     "run_id",
     "runtime_settings",
     "to_yaml",
+    "validate",
     "with_runtime",
     "write_config",
 ]

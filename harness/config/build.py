@@ -3,8 +3,12 @@ Method read back from its checkpoint (what every evaluation starts from)."""
 
 from __future__ import annotations
 
+import argparse
+import pickle
+import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from harness.errors import HarnessError
@@ -26,6 +30,63 @@ def build_method(cfg: dict):
     return base_cls(bcfg, cfg["recipe"], addons, width_factor)
 
 
+_LAYERS = ("Linear", "Sequential", "GELU", "ReLU", "BatchNorm1d", "LayerNorm", "Identity")
+
+
+def _numpy_globals() -> list:
+    """numpy's array and scalar reconstructors (under the module names numpy 1 and 2 pickle
+    them with): they rebuild an array or a scalar from its dtype and bytes, nothing else."""
+    core = getattr(np, "_core", None) or np.core
+    out = [np.ndarray, np.dtype]
+    # Each dtype pickles with its class, set up in a BUILD step: the numeric ones only.
+    out += sorted({type(np.dtype(c)) for c in "?bhilqBHILQefdFD"}, key=str)
+    for fn in (core.multiarray._reconstruct, core.multiarray.scalar):
+        out += [(fn, f"{mod}.multiarray.{fn.__name__}") for mod in ("numpy.core", "numpy._core")]
+    return out
+
+
+# What a file may hold besides tensors and plain data (dicts, lists, numbers, strings), by
+# whom it was written. A harness checkpoint: numpy arrays (the numpy RNG state). A published
+# training checkpoint besides: its ``argparse.Namespace`` of arguments (DINO's, SER's), numpy
+# loss lists, and heads saved as modules of torch's own layers (SER's).
+CHECKPOINT_GLOBALS = tuple(_numpy_globals())
+PUBLISHED_GLOBALS = (
+    *CHECKPOINT_GLOBALS,
+    argparse.Namespace,
+    *(getattr(torch.nn, n) for n in _LAYERS),
+)
+_REFUSED = re.compile(
+    r"Unsupported global: GLOBAL (\S+)|Can only build .* but got <class '([^']+)'>"
+)
+
+
+class UnsafeFile(HarnessError):
+    """A file that would need a global outside the allowed ones to be unpickled."""
+
+
+def safe_load(path: Path, device="cpu", published: bool = False):
+    """``torch.load`` with ``weights_only=True``, allowing only ``CHECKPOINT_GLOBALS`` (or
+    ``PUBLISHED_GLOBALS``) besides tensors and plain data: a file holding anything else (a
+    function to call, a class to construct) is refused in one line naming what it holds
+    (``UnsafeFile``), without running any of it. Other failures (cut short, not a torch file)
+    propagate for the caller to word."""
+    allowed = PUBLISHED_GLOBALS if published else CHECKPOINT_GLOBALS
+    extra = ", argparse.Namespace, torch.nn layers" if published else ""
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = _REFUSED.search(str(e))
+        if m is None:
+            raise
+        held = m.group(1) or m.group(2)
+        raise UnsafeFile(
+            f"{path} holds {held}, which unpickling would call: refused, as loading it could "
+            f"run code (only tensors, plain data, numpy arrays{extra} are read); get a file of "
+            f"plain tensors (a state dict) from a source you trust"
+        ) from None
+
+
 def read_checkpoint(path: Path, cfg: dict | None = None, device="cpu") -> dict:
     """A checkpoint, checked before use: readable, with what training writes, and (given the
     run's ``cfg``) of that run: the same run id, so the same method, recipe and architecture.
@@ -34,8 +95,10 @@ def read_checkpoint(path: Path, cfg: dict | None = None, device="cpu") -> dict:
 
     path = Path(path)
     try:
-        ck = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # truncated, not a checkpoint, unpicklable
+        ck = safe_load(path, device)
+    except UnsafeFile:
+        raise
+    except Exception as e:  # truncated, not a checkpoint
         raise HarnessError(
             f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:120]}): it was "
             f"cut short or is not a harness checkpoint; move it aside to train the run again"
@@ -80,7 +143,15 @@ def load_trained(run_dir: Path, device="cpu"):
     if own.exists():
         import yaml
 
-        cfg = yaml.safe_load(own.read_text())
+        try:
+            cfg = yaml.safe_load(own.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError):
+            cfg = None
+        if not isinstance(cfg, dict):
+            raise HarnessError(
+                f"{own} is not a config (not a YAML mapping): `harness run` sets the run "
+                "folder aside and trains it again"
+            )
     path = run_dir / "checkpoint.pt"
     ck = read_checkpoint(path, cfg, device)
     if ck.get("contents") == "backbone":

@@ -90,3 +90,18 @@ def ensure_data(cfg: dict, root: Path) -> None:
             val_per_class=d["val_per_class"],
             size=d["size"],
         )
+
+
+def results_folder(path, source: str) -> Path:
+    """The results folder ``path`` (named by ``source``: ``--results`` or ``HARNESS_RESULTS``),
+    refused in one line when it, or a folder above it, is a file: every command would otherwise
+    fail later, on its first write, with an OS error naming some file inside it."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            where = "is a file" if p == path else f"is under {p}, a file"
+            raise HarnessError(
+                f"{source}={path} {where}, not a folder: point it at a folder (or a path "
+                "to create one)"
+            )
+    return path

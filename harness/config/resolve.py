@@ -11,8 +11,11 @@ re-runs the linear probe of the same pretrained run.
 
 Overrides address the resolved config by dotted path (``train.batch_size=1024``,
 ``recipe.base_lr=1.5e-4``, ``linear.epochs=90``, ``runtime.num_workers=10``); values are
-parsed as YAML by OmegaConf and checked against the type of the value they replace. An
-unknown key, a value of the wrong type or a malformed argument is one ``HarnessError`` line.
+parsed as YAML by OmegaConf and checked against the type of the value they replace. The
+resolved config is then checked against the ranges and relations of ``harness.config.checks``
+(so ``harness config``, ``plan``, ``run`` and every job refuse the same settings). An unknown
+key, a value of the wrong type or out of range, or a malformed argument is one
+``HarnessError`` line.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import presets
+from harness.config.checks import validate
 from harness.config.evaluations import EVALUATIONS
-from harness.data.augment import FLAVOURS
 from harness.data.views import choose, require_policy
 from harness.errors import HarnessError
 from harness.io import _atomic
@@ -68,15 +71,6 @@ OPTIONAL: dict[str, type] = {
     "runtime.results_dir": str,
     "runtime.data_root": str,
 }
-# Counts that cannot be negative.
-COUNTS = (
-    "runtime.num_workers",
-    "runtime.threads",
-    "runtime.ckpt_every",
-    "runtime.ckpt_minutes",
-    "runtime.log_every",
-    "train.max_steps",
-)
 # Sections left out of the run's hash.
 UNHASHED = ("runtime", *EVALUATIONS)
 # Top-level entries no override may set, and where they are set instead.
@@ -141,11 +135,7 @@ def resolve(
     except HarnessError as e:
         named = view_policy(method) or choose(requires, None)
         raise HarnessError(f"views.policy={policy}: {e}" if policy != named else str(e)) from None
-    if cfg["views"]["photometric"] not in FLAVOURS:
-        raise HarnessError(
-            f"views.photometric={cfg['views']['photometric']}: choose one of {', '.join(FLAVOURS)}"
-        )
-    return cfg
+    return validate(cfg, hint)
 
 
 def apply_overrides(cfg: dict, overrides: Sequence[str], hint: str = "") -> dict:
@@ -157,8 +147,9 @@ def apply_overrides(cfg: dict, overrides: Sequence[str], hint: str = "") -> dict
     leaves = _leaves({k: v for k, v in cfg.items() if k not in FIXED})
     conf = OmegaConf.create(cfg)
     OmegaConf.set_struct(conf, True)  # unknown keys are refused, as a backstop
-    for arg in overrides:
-        key, value = _parse(arg, hint)
+    for given in overrides:
+        key, value = _parse(given, hint)
+        arg = _shown(given)
         if key.split(".")[0] in FIXED:
             raise HarnessError(f"{arg}: cannot be overridden: {FIXED[key.split('.')[0]]}")
         if key not in leaves:
@@ -171,20 +162,29 @@ def _parse(arg: str, hint: str) -> tuple[str, Any]:
     from omegaconf import OmegaConf
 
     key, eq, raw = str(arg).partition("=")
-    key = key.strip()
+    key = key.strip(" ")
     if not eq or not _KEY.fullmatch(key):
         raise HarnessError(
-            f"cannot read setting '{arg}': write KEY=VALUE with a dotted key, "
+            f"cannot read setting {_shown(arg, quote=True)}: write KEY=VALUE with a dotted key, "
             f"e.g. train.batch_size=256 ({hint})"
         )
     try:
         value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw}"]))["v"]
     except Exception:  # the YAML grammar's errors span lines
         raise HarnessError(
-            f"{arg}: cannot parse '{raw}' (write a number, true/false, null, a list [a, b], "
-            f"or quote a string; {hint})"
+            f"{_shown(arg)}: cannot parse {_shown(raw, quote=True)} (write a number, "
+            f"true/false, null, a list [a, b], or quote a string; {hint})"
         ) from None
     return key, value
+
+
+def _shown(arg: str, quote: bool = False) -> str:
+    """``arg`` as an error message may show it: escaped (its repr) if it holds a newline or
+    another unprintable character, so the message stays one line."""
+    arg = str(arg)
+    if not arg.isprintable():
+        return repr(arg)
+    return f"'{arg}'" if quote else arg
 
 
 def _leaves(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -259,8 +259,6 @@ def _typed(arg: str, key: str, value: Any, current: Any, hint: str) -> Any:
                     f"{json.dumps(current)}, got {value!r} ({hint})"
                 )
             ok = items
-    if key in COUNTS and ok < 0:
-        raise HarnessError(f"{arg}: expected a count (0 or more) ({hint})")
     return ok
 
 
@@ -311,8 +309,8 @@ def runtime_settings(base: dict | None = None, overrides: Sequence[str] = ()) ->
     entries of ``overrides`` applied on top, validated; the other overrides are ignored."""
     rt = {**RUNTIME, **(base or {})}
     mine = [o for o in overrides if str(o).strip().startswith("runtime.")]
-    out = apply_overrides({"runtime": rt}, mine, "harness config METHOD lists every key")
-    return out["runtime"]
+    hint = "harness config METHOD lists every key"
+    return validate(apply_overrides({"runtime": rt}, mine, hint), hint)["runtime"]
 
 
 def to_yaml(cfg: dict) -> str:
@@ -337,7 +335,16 @@ def write_config(run_dir: Path, cfg: dict) -> Path:
     path = Path(run_dir) / "config.yaml"
     new = _plain(cfg)
     if path.exists():
-        old = yaml.safe_load(path.read_text()) or {}
+        try:
+            old = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            # Bad input, not a passing fault: ``harness run`` sets such a folder aside first.
+            raise HarnessError(
+                f"{path} is not a config (not a YAML mapping): move the run folder aside, "
+                "or re-run `harness run`, which sets it aside and trains the run again"
+            )
         if old == new:
             return path
         if isinstance(old, dict) and config_hash(old) != config_hash(new):

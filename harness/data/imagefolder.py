@@ -13,7 +13,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from harness.data.decode import load_rgb
-from harness.data.loading import FileIndex, file_index
+from harness.data.loading import FileIndex, file_index, subfolders
 from harness.errors import HarnessError
 
 _LAYOUT = "an ImageFolder split is <root>/<split>/<class>/<image>"
@@ -38,7 +38,7 @@ def _check(root, split: str) -> tuple[dict, FileIndex]:
             f"dataset split {top} does not exist: {_LAYOUT}; add {split}/ under {root} "
             "or point --data-root at a tree that has it"
         )
-    classes = sorted(e.name for e in os.scandir(top) if e.is_dir())
+    classes = subfolders(top)
     if len(classes) < 2:
         loose = sum(f.name.lower().endswith(IMG_EXTENSIONS) for f in os.scandir(top) if f.is_file())
         raise HarnessError(
@@ -69,7 +69,7 @@ def _label_classes(root: Path, split: str, classes: list[str]) -> list[str]:
     train = root / "train"
     if split == "train" or not train.is_dir():
         return classes
-    known = sorted(e.name for e in os.scandir(train) if e.is_dir())
+    known = subfolders(train)
     extra = [c for c in classes if c not in set(known)]
     if extra:
         raise HarnessError(

@@ -13,11 +13,22 @@ directory (about a thousand for ImageNet) and uses the index only if every mtime
 adding, removing or renaming anything in a directory changes that directory's mtime, so any such
 change below the folder means a fresh walk. A cache that cannot be read, parsed or written is
 ignored: the index is then just the walk.
+
+Symbolic links: the walk starts from the folder's resolved path, so a linked dataset root (or
+split, ``train -> /datasets/imagenet/train``) is walked as if it were there. Below it a link
+that resolves inside the folder is left out (its target is listed under its own name, so each
+file counts once and no class appears twice), a link to a directory above itself (a loop,
+which would list the same files again at every depth) and a link to anything outside the
+folder are refused, naming the link and its target. A tree that links class folders from
+elsewhere on purpose (an ImageNet subset made of links to the full set) sets
+``HARNESS_DATA_LINKS=follow``: links that lead out are then walked like the tree (their
+directories' mtimes are in the index too); loops are refused either way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -29,9 +40,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from harness.errors import HarnessError
 from harness.io import _atomic
 
-INDEX_VERSION = 1
+LINKS_ENV = "HARNESS_DATA_LINKS"  # "follow": walk links that lead out of the tree
+INDEX_VERSION = 2  # bumped when what a walk lists changes: an older index is walked again
 # A directory modified this recently may change again within its mtime's granularity (coarse
 # kernel clock, NFS): such a walk is used but not stored, so no later change can hide behind an
 # unchanged mtime.
@@ -111,9 +124,10 @@ def cache_dir() -> Path | None:
 
 
 class FileIndex:
-    """Every directory below ``top`` as ``os.walk(top, followlinks=True)`` lists it: for each,
-    its sub-folder and other entry names. Paths handed to its methods are ``top`` or below it,
-    spelled from ``top`` as given (``top / "cls"``), and come back spelled the same way."""
+    """Every directory below ``top`` as ``os.walk(top, followlinks=True)`` lists it, less the
+    links ``_walk`` leaves out: for each, its sub-folder and other entry names. Paths handed
+    to its methods are ``top`` or below it, spelled from ``top`` as given (``top / "cls"``),
+    and come back spelled the same way."""
 
     def __init__(self, top, entries: dict[str, tuple[list[str], list[str]]]):
         self.top = Path(top)
@@ -149,11 +163,18 @@ class FileIndex:
         return sum(len(files) for _, files in self._entries.values())
 
 
+def _follow_out() -> bool:
+    mode = os.environ.get(LINKS_ENV, "").strip().lower()
+    if mode not in ("", "inside", "follow"):
+        raise HarnessError(f"{LINKS_ENV}={mode!r} is not a link policy: use inside or follow")
+    return mode == "follow"
+
+
 def _walk(top: str) -> tuple[list[list], bool]:
     """[[rel, mtime_ns, dirs, files], …] for every directory ``os.walk(top, followlinks=True)``
     visits, and whether every one could be read. Each directory is statted before it is listed,
     so a change during the listing shows as a newer mtime next time."""
-    rows, complete = [], True
+    rows, complete, follow = [], True, _follow_out()
     stack = [("", top)]
     while stack:
         rel, path = stack.pop()
@@ -166,6 +187,8 @@ def _walk(top: str) -> tuple[list[list], bool]:
                         is_dir = e.is_dir()
                     except OSError:
                         is_dir = False
+                    if e.is_symlink() and _inside_link(top, path, e.path, is_dir, follow):
+                        continue
                     (dirs if is_dir else files).append(e.name)
         except OSError:  # os.walk skips what it cannot list; not storable either
             complete = False
@@ -177,11 +200,62 @@ def _walk(top: str) -> tuple[list[list], bool]:
     return rows, complete
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _inside_link(top: str, where: str, link: str, is_dir: bool, follow: bool = False) -> bool:
+    """True for a link that resolves inside ``top`` (left out of the walk: its target is
+    listed where it lies); a HarnessError for a loop or (unless ``follow``) a link leading out
+    of ``top``. A dangling link is listed as a file (False), for the decode check to name."""
+    try:
+        os.stat(link)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise HarnessError(f"{link} is a symbolic link loop: remove it") from None
+        return False
+    target = os.path.realpath(link)
+    # A directory link to the folder it lies in or to one above it would list the same files
+    # again at every depth (``where`` may lie behind a followed link: compare real paths).
+    if is_dir and _inside(os.path.realpath(where), target):
+        raise HarnessError(
+            f"{link} is a symbolic link loop (-> {target}): remove it or link a folder "
+            "that is not above it"
+        )
+    if _inside(target, top):
+        return True
+    if not follow:
+        raise HarnessError(
+            f"{link} links outside the dataset root {top} (-> {target}): copy the files in "
+            f"or link the whole root, or set {LINKS_ENV}=follow to walk links that lead out"
+        )
+    return False
+
+
+def subfolders(d) -> list[str]:
+    """Sorted names of the sub-folders of ``d`` the file index lists: a link to a folder
+    that lies inside ``d`` anyway is no folder of its own."""
+    real = os.path.realpath(d)
+    out = []
+    for e in os.scandir(d):
+        try:
+            if not e.is_dir():
+                continue
+            if e.is_symlink() and _inside(os.path.realpath(e.path), real):
+                continue
+        except OSError:
+            continue
+        out.append(e.name)
+    return sorted(out)
+
+
 def _index_path(resolved: str) -> Path | None:
     base = cache_dir()
     if base is None:
         return None
-    key = hashlib.sha1(resolved.encode()).hexdigest()[:20]
+    # What a walk lists depends on the link policy: one index per policy.
+    policy = "follow" if _follow_out() else "inside"
+    key = hashlib.sha1(f"{resolved}\0{policy}".encode()).hexdigest()[:20]
     return base / "file-index" / f"{key}.json"
 
 

@@ -8,9 +8,11 @@ changes the picture.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -130,6 +132,71 @@ def render(sprite: Image.Image, size: int, rng: np.random.Generator) -> Image.Im
     return Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
 
 
+def tree_listing(root) -> dict[str, int]:
+    """Relative path -> size of every file below ``root``, links not followed; names starting
+    with a dot at the top (a manifest, a writer's temporary folder) left out. Stats only: no
+    file is opened."""
+    out, stack = {}, [(Path(root), "")]
+    while stack:
+        d, rel = stack.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                if not rel and e.name.startswith("."):
+                    continue
+                name = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((Path(e.path), name))
+                else:
+                    out[name] = e.stat(follow_symlinks=False).st_size
+    return out
+
+
+def tree_digest(listing: dict[str, int]) -> str:
+    """A hash of the sorted (path, size) list: any file added, removed, renamed or resized
+    changes it."""
+    text = "\n".join(f"{p}\t{n}" for p, n in sorted(listing.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tree_record(root) -> dict:
+    """What a manifest stores to be checked against its tree later: file count and digest."""
+    listing = tree_listing(root)
+    return {"files": len(listing), "listing": tree_digest(listing)}
+
+
+def tree_drift(root, manifest: dict, expected=None) -> str | None:
+    """How the tree under ``root`` differs from its manifest (None: it does not). ``expected``:
+    the relative paths it should hold, to name the files missing or added; without it only
+    the counts and the digest are compared."""
+    listing = tree_listing(root)
+    e = lambda names: f", e.g. {Path(root) / sorted(names)[0]}"  # noqa: E731
+    if expected is not None:
+        missing, added = set(expected) - set(listing), set(listing) - set(expected)
+        parts = [f"{len(missing)} file(s) missing{e(missing)}"] if missing else []
+        parts += [f"{len(added)} file(s) it did not write{e(added)}"] if added else []
+        if parts:
+            return "; ".join(parts)
+    n = manifest.get("files")
+    if isinstance(n, int) and n != len(listing):
+        more = len(listing) - n
+        return f"{abs(more)} file(s) {'more' if more > 0 else 'fewer'} than its manifest lists"
+    digest = manifest.get("listing")
+    if isinstance(digest, str) and digest != tree_digest(listing):
+        return "files renamed or resized since its manifest was written"
+    return None
+
+
+def expected_files(params: dict) -> set[str]:
+    """The relative paths ``generate`` writes for these parameters."""
+    names = class_names(params["n_classes"])
+    return {
+        f"{split}/{name}/{i}.png"
+        for split, count in (("train", params["train_per_class"]), ("val", params["val_per_class"]))
+        for name in names
+        for i in range(count)
+    }
+
+
 def generate(
     root,
     *,
@@ -165,12 +232,17 @@ def generate(
             old = json.loads(manifest.read_text())
         except ValueError:
             old = None
-        if isinstance(old, dict) and {k: old.get(k) for k in params} == params:
-            return root  # fast path: identical set already there
-        raise HarnessError(
-            f"{root} already holds a synthetic set with other parameters ({manifest}): "
-            "pick another --root or pass --force to regenerate it"
-        )
+        if not (isinstance(old, dict) and {k: old.get(k) for k in params} == params):
+            raise HarnessError(
+                f"{root} already holds a synthetic set with other parameters ({manifest}): "
+                "pick another --root or pass --force to regenerate it"
+            )
+        drift = tree_drift(root, old, expected_files(params))
+        if drift is None:
+            return root  # fast path: identical set already there (stats only, nothing decoded)
+        # Its manifest says this generator wrote the tree, so it may write it again.
+        print(f"synthetic set at {root}: {drift}; rebuilding", file=sys.stderr)
+        force = True
     entries = root.iterdir() if root.is_dir() else ()
     foreign = [p.name for p in entries if not p.name.startswith(_TMP_PREFIX)]
     if not force and foreign:
@@ -210,7 +282,8 @@ def generate(
                 shutil.rmtree(root / split)
             os.replace(tmp / split, root / split)
         part = root / (MANIFEST + ".tmp")
-        part.write_text(json.dumps({**params, "classes": names}, indent=1) + "\n")
+        record = {**params, "classes": names, **tree_record(root)}
+        part.write_text(json.dumps(record, indent=1) + "\n")
         os.replace(part, manifest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

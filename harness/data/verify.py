@@ -12,6 +12,7 @@ each batch of verdicts is one transaction, so an interrupted check keeps what it
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -147,6 +148,34 @@ def verify(
     return res
 
 
+def manifest_problems(root: Path) -> list[str]:
+    """A generated tree (the synthetic set, a fixture) against its manifest: a file removed,
+    added or resized since it was written is named. Stats only; the check never rewrites."""
+    from harness.data import synthetic
+    from harness.data.fixtures.config import MANIFEST as FIXTURE
+
+    for name, fix in (
+        (synthetic.MANIFEST, f"`harness data synth --root {root}` with its parameters"),
+        (FIXTURE, f"`harness data fixtures --force` for {root}"),
+    ):
+        try:
+            manifest = json.loads((root / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(manifest, dict):
+            continue
+        expected = None
+        if name == synthetic.MANIFEST:
+            try:
+                expected = synthetic.expected_files(manifest)
+            except (KeyError, TypeError):
+                expected = None
+        drift = synthetic.tree_drift(root, manifest, expected)
+        if drift:
+            return [f"generated set at {root}: {drift}: rebuild it with {fix}"]
+    return []
+
+
 def check_dataset(reader, root, *, decode: bool = True, quiet: bool = False):
     """``reader``'s layout inventory of ``root`` and, with ``decode``, every image (or, for a
     video set, every video) under it decoded: one line of counts, each bad file a problem."""
@@ -154,6 +183,7 @@ def check_dataset(reader, root, *, decode: bool = True, quiet: bool = False):
 
     inv = reader.inventory(Path(root))
     if not decode or not Path(root).is_dir():
+        inv.problems += manifest_problems(Path(root)) if Path(root).is_dir() else []
         return inv
     kind = getattr(reader, "media", "image")
     exts = (".mp4",) if kind == "video" else IMG_EXTENSIONS
@@ -162,4 +192,6 @@ def check_dataset(reader, root, *, decode: bool = True, quiet: bool = False):
         f"{v.files} ({v.files - v.decoded} known from the cache), {len(v.bad)} bad"
     )
     inv.problems += list(v.bad.values())
+    # After the files that fail to decode: those name the damage, this only that there is some.
+    inv.problems += manifest_problems(Path(root))
     return inv

@@ -16,14 +16,24 @@ from harness.report.tables import render_table
 from harness.run import jobs
 
 
-def _warn(message: str) -> None:
+def _warn(message: str, job=None) -> None:
     print(f"harness: {message}", file=sys.stderr)
 
 
-def table_results(plan: list) -> pd.DataFrame:
-    """One row per (method, dataset, metric) of the results a table's planned jobs wrote."""
+def table_results(plan: list, set_aside: dict | None = None) -> pd.DataFrame:
+    """One row per (method, dataset, metric) of the results a table's planned jobs wrote.
+    A result file that is no result (unreadable, metrics missing or out of range) is named in
+    one warning and left out; with ``set_aside``, its job's (method, dataset) → why goes there
+    so the table can footnote the gap."""
     rows = []
-    for rec in jobs.load_results(plan, warn=_warn):
+
+    def warn(message: str, job=None) -> None:
+        _warn(message)
+        if set_aside is not None and job is not None:
+            why = message.rsplit(": left out", 1)[0].replace(job.result, Path(job.result).name)
+            set_aside[job.cfg["method"], job.dataset] = why
+
+    for rec in jobs.load_results(plan, warn=warn):
         for metric, value in rec["metrics"].items():
             # "fog/top1" from the imagenet_c job is column (imagenet_c/fog, top1).
             sub, _, name = metric.rpartition("/")
@@ -93,9 +103,17 @@ def report(
                 if records:
                     written += render_figure(spec, records, where, ctx)
                 continue
-            df = table_results(plan)
-            if df.empty:
+            left_out: dict = {}
+            df = table_results(plan, left_out)
+            if df.empty and not left_out:
                 continue
+            # Every column of a left-out job's dataset is missing for its reason.
+            ctx["set_aside"] = {
+                (m, c.dataset, c.metric): why
+                for (m, d), why in left_out.items()
+                for c in spec.columns
+                if c.dataset == d or c.dataset.startswith(d + "/")
+            }
             paths = render_table(spec, df, where, ctx, reference=_with_published(spec, plan, ctx))
             if check_tex:
                 from harness.report.tables import compile_check

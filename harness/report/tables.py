@@ -18,11 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.eval.metrics import metrics_problem
 from harness.io import shareable
 from tables import DATASET_LABELS, EVALUATION_LABELS, Column, TableSpec
 
 KEY = ["method", "dataset", "metric"]
 MISSING = "--"
+SET_ASIDE = "†"  # marks a cell whose result was refused; the table's note says why
 REFERENCE_TITLE = "Paper reference (not measured here)"
 
 _LATEX_SPECIAL = {
@@ -49,8 +51,12 @@ def _plain(latex: str) -> str:
     return re.sub(r"\\([%&_#$])", r"\1", latex)
 
 
-def _cell_map(spec: TableSpec, frame: pd.DataFrame | None, what: str) -> dict:
-    """(method, dataset, metric) -> float for the spec's cells; NaN values count as missing."""
+def _cell_map(
+    spec: TableSpec, frame: pd.DataFrame | None, what: str, refused: dict | None = None
+) -> dict:
+    """(method, dataset, metric) -> float for the spec's cells; NaN values count as missing.
+    With ``refused``, a value that is no measurement (inf, not a number, outside its metric's
+    range) is missing too and its reason goes into ``refused``: it is never printed or bolded."""
     if frame is None or frame.empty:
         return {}
     absent = [c for c in KEY + ["value"] if c not in frame.columns]
@@ -62,7 +68,12 @@ def _cell_map(spec: TableSpec, frame: pd.DataFrame | None, what: str) -> dict:
     cells: dict = {}
     for rec in frame[KEY + ["value"]].itertuples(index=False):
         key = (rec.method, rec.dataset, rec.metric)
-        if key not in wanted or pd.isna(rec.value):
+        if key not in wanted:
+            continue
+        if refused is not None and (why := metrics_problem({rec.metric: rec.value})):
+            refused[key] = why
+            continue
+        if pd.isna(rec.value):
             continue
         if key in cells:
             raise HarnessError(
@@ -184,6 +195,8 @@ def _tex(spec, cells, ref, context) -> str:
         for c in spec.columns:
             k = (m, c.dataset, c.metric)
             txt = _fmt(cells.get(k), decimals=spec.decimals)
+            if k in context.get("set_aside", {}):
+                txt += r"$^\dagger$"
             row.append(rf"\textbf{{{txt}}}" if k in best else txt)
         measured.append(" & ".join(row) + r" \\")
     caption = (
@@ -195,6 +208,8 @@ def _tex(spec, cells, ref, context) -> str:
         f"% preset: {context['preset']}; generated: {context.get('generated', 'n/a')}",
         *_table_tex(spec, caption, f"tab:{spec.name}", measured),
     ]
+    if notes := _set_aside_notes(spec, context):
+        lines.insert(-1, r"\par\footnotesize $^\dagger$ " + escape_latex(notes))
     if ref:
         rows = []
         for m in spec.rows:
@@ -218,6 +233,19 @@ def _tex(spec, cells, ref, context) -> str:
         )
         lines += ["", *_table_tex(spec, ref_caption, f"tab:{spec.name}-reference", rows)]
     return "\n".join(lines) + "\n"
+
+
+def _set_aside_notes(spec: TableSpec, context: dict) -> str:
+    """One sentence naming each refused cell and why: a reader sees the gap is no result."""
+    refused = context.get("set_aside") or {}
+    if not refused:
+        return ""
+    labels = {(c.dataset, c.metric): f"{c.dataset} {c.label}" for c in spec.columns}
+    items = [
+        f"{spec.row_label(m)}, {labels.get((d, met), f'{d} {met}')}: {why}"
+        for (m, d, met), why in sorted(refused.items())
+    ]
+    return "not computed or set aside (`harness run` recomputes it): " + "; ".join(items) + "."
 
 
 def _published_note(context: dict, esc) -> str:
@@ -248,6 +276,7 @@ def _md(spec, cells, ref, context) -> str:
                 f"**{_fmt(cells.get(k), decimals=spec.decimals)}**"
                 if k in best
                 else _fmt(cells.get(k), decimals=spec.decimals)
+                + (SET_ASIDE if k in context.get("set_aside", {}) else "")
                 for k in keys
             ]
         )
@@ -270,6 +299,8 @@ def _md(spec, cells, ref, context) -> str:
         *_md_table(header, measured),
         "",
     ]
+    if notes := _set_aside_notes(spec, context):
+        lines += [f"{SET_ASIDE} {notes}", ""]
     if ref:
         lines += [
             f"## {REFERENCE_TITLE}",
@@ -336,7 +367,9 @@ def render_table(
             raise HarnessError(f"report context needs '{key}' so the caption states what was run")
     if reference is None:
         reference = load_reference(spec)
-    cells = _cell_map(spec, results, "results")
+    refused: dict = {}
+    cells = _cell_map(spec, results, "results", refused)
+    context = {**context, "set_aside": {**refused, **context.get("set_aside", {})}}
     ref = _cell_map(spec, reference, "reference")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

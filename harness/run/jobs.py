@@ -7,6 +7,7 @@ file exists is done and is never submitted again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -19,7 +20,8 @@ from harness import config as C
 from harness.config import presets
 from harness.config.evaluations import EVALUATIONS, sections_read
 from harness.errors import HarnessError
-from harness.io import try_read_json, write_json
+from harness.eval.metrics import metrics_problem
+from harness.io import StorageError, try_read_json, write_json
 from harness.provenance import code_version
 from harness.tools.checkpoints import imported_config, job_config
 
@@ -134,12 +136,29 @@ def plan(
     return jobs
 
 
+def _storage_named(run):
+    """A job that a full or read-only disk stops fails with that named, on one line, like
+    bad input: not as a failed check or a traceback far from the write."""
+
+    @functools.wraps(run)
+    def named(job: Job) -> dict:
+        try:
+            return run(job)
+        except StorageError as e:
+            raise HarnessError(f"{job.name}: {e}") from None
+
+    return named
+
+
+@_storage_named
 def execute(job: Job) -> dict:
     """Run one job where it lands (this process, a subprocess, a Slurm node)."""
     from harness.eval.registry import evaluator
     from harness.train import pretrain
 
-    cfg, rt = job.cfg, job.cfg.get("runtime", {})
+    # A job may start long after planning (a Slurm queue) from a stored config: refuse there
+    # what resolving refuses, as bad input (never retried).
+    cfg, rt = C.validate(job.cfg, f"job {job.name}"), job.cfg.get("runtime", {})
     results_dir = Path(rt["results_dir"])
     root = C.data_root(cfg, results_dir, rt.get("data_root"))
     C.ensure_data(cfg, root)
@@ -163,6 +182,13 @@ def execute(job: Job) -> dict:
     metrics = evaluator(job.evaluation, job.dataset)(
         Path(job.run_dir), root, cfg, dataset_root, rt.get("quiet", False)
     )
+    if why := metrics_problem(metrics):
+        # Written, it would be done and tabulated; a NaN from a diverged backbone comes back
+        # on every try, so the job fails here with the number named.
+        raise HarnessError(
+            f"{job.name}: {why}: not saved; check the run's training log (loss, lr) "
+            f"in {job.run_dir}"
+        )
     record = {
         "run_id": C.run_id(cfg),
         "config_hash": C.config_hash(cfg),
@@ -191,10 +217,13 @@ def read_result(job: Job) -> tuple[dict | None, str | None]:
     read (cut short), or it names another run, config or evaluation (a file copied in from
     elsewhere). Either way ``harness run`` sets it aside and computes the job again."""
     rec = try_read_json(job.result)
-    if not isinstance(rec, dict):
+    if rec is None:
         return None, f"cannot read {job.result}"
+    if not isinstance(rec, dict):
+        return None, f"{job.result} holds a JSON {type(rec).__name__}, not a result record"
     if getattr(job, "cfg", None) is None:  # a job known from its record only (bare status)
-        return rec, None
+        why = result_problem(job.kind, job.result, rec)
+        return (None, why) if why else (rec, None)
     rid, h = C.run_id(job.cfg), C.config_hash(job.cfg)
     if rec.get("run_id") != rid or rec.get("config_hash") != h:
         return None, (
@@ -206,12 +235,43 @@ def read_result(job: Job) -> tuple[dict | None, str | None]:
         or eval_result_path(job.run_dir, rec["eval_spec"]).name != Path(job.result).name
     ):
         return None, f"{job.result} holds another evaluation's result than {job.name}"
+    if why := result_problem(job.kind, job.result, rec):
+        return None, why
     return rec, None
 
 
+def result_problem(kind: str, result, rec: dict) -> str | None:
+    """Why a readable result file is still no finished job, or None: an evaluation needs
+    finite metrics in their ranges; a pretraining needs its checkpoint, saved at the final
+    step, still the one that pretrain.json recorded (an import has its backbone only)."""
+    if kind == "eval":
+        absent = [k for k in ("method", "dataset") if not isinstance(rec.get(k), str)]
+        why = (
+            f"it names no {' or '.join(absent)}" if absent else metrics_problem(rec.get("metrics"))
+        )
+        return f"{result}: {why}" if why else None
+    ckpt = Path(result).parent / "checkpoint.pt"
+    if rec.get("imported"):  # a backbone only, at no step: its file is what counts
+        return None if ckpt.exists() else f"{result} has no checkpoint.pt beside it"
+    total = rec.get("total_steps")
+    if not isinstance(total, int) or total <= 0 or rec.get("steps") != total:
+        return f"{result} records {rec.get('steps')} of {total} steps, not a finished training"
+    if not ckpt.exists():
+        return f"{result} has no checkpoint.pt beside it"
+    saved = rec.get("checkpoint")
+    if not isinstance(saved, dict) or saved.get("step") != total:
+        return f"{result} does not record a checkpoint saved at its final step {total}"
+    if saved.get("bytes") != ckpt.stat().st_size:
+        return (
+            f"{ckpt} is {ckpt.stat().st_size} bytes, not the {saved.get('bytes')} of the "
+            f"final checkpoint {result} recorded"
+        )
+    return None
+
+
 def load_results(jobs: list[Job], warn=None) -> list[dict]:
-    """The results of the finished evaluations; one that cannot be read is left out and named
-    through ``warn`` (``harness run`` recomputes it)."""
+    """The results of the finished evaluations; one that is no result is left out and named
+    through ``warn(message, job)`` (``harness run`` recomputes it)."""
     out = []
     for j in jobs:
         if j.kind != "eval" or not j.done():
@@ -219,7 +279,7 @@ def load_results(jobs: list[Job], warn=None) -> list[dict]:
         rec, problem = read_result(j)
         if rec is None:
             if warn:
-                warn(f"{problem}: left out; `harness run` recomputes it")
+                warn(f"{problem}: left out; `harness run` recomputes it", j)
             continue
         out.append(rec)
     return out
@@ -231,10 +291,13 @@ def default_runtime(cluster: str, results_dir: Path, data_root: str | None, **ex
         "quiet": cluster != "debug",
         "data_root": data_root,
     }
+    if cluster in ("debug", "local"):
+        # One run id, one result: the thread count changes the low bits of CPU reductions
+        # (loader workers do not: every draw is seeded per sample), so both clusters use one.
+        rt["threads"] = 1
     if cluster == "local":
         # Jobs run side by side, one per core: one thread and no loader workers each keeps
         # the machine from oversubscribing.
-        rt["threads"] = 1
         rt["num_workers"] = 0
     rt.update({k: v for k, v in extra.items() if v is not None})
     return rt

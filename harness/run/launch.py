@@ -17,9 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from harness import config as C
 from harness.errors import HarnessError
 from harness.io import set_aside
+from harness.locks import describe, exclusive
 from harness.run import records
 from harness.run.jobs import Job, execute, read_result
 
@@ -74,13 +77,15 @@ def _preflight(todo: list[Job], cluster: str, results_dir: Path) -> None:
     roots = {
         C.data_root(j.cfg, results_dir, j.cfg["runtime"].get("data_root")): j.cfg for j in todo
     }
-    for root, cfg in roots.items():
-        C.ensure_data(cfg, root)
-        for split in ("train", "val"):
-            check_imagefolder(root, split)
-    for j in todo:
-        if j.kind == "eval" and j.dataset != "imagenet":
-            C.dataset_root(j.cfg, results_dir, j.dataset, j.cfg["runtime"].get("data_root"))
+    # Two runs started together would generate the same synthetic trees side by side.
+    with exclusive(Path(results_dir) / "jobs" / "data.lock"):
+        for root, cfg in roots.items():
+            C.ensure_data(cfg, root)
+            for split in ("train", "val"):
+                check_imagefolder(root, split)
+        for j in todo:
+            if j.kind == "eval" and j.dataset != "imagenet":
+                C.dataset_root(j.cfg, results_dir, j.dataset, j.cfg["runtime"].get("data_root"))
 
 
 def local_slots(jobs: list[Job]) -> int:
@@ -103,6 +108,20 @@ def run(
     was there: not submitted), ``submitted``, ``attached`` (already queued or running),
     ``failed``, and ``blocked`` (not run because the pretraining they need failed)."""
     results_dir = Path(results_dir)
+    once: dict[str, Job] = {}
+    for j in jobs:
+        if j.result in once:
+            raise HarnessError(
+                f"two rows plan the same job {j.name} (their methods resolve to one run id): "
+                "name each method once"
+            )
+        once[j.result] = j
+    # A run folder whose config.yaml is not this run's is no run: set aside, trained again.
+    bad = {j.run_dir: why for j in jobs if j.kind == "pretrain" and (why := corrupt_config(j))}
+    if bad:
+        writable(results_dir)
+    for run_dir, why in bad.items():
+        log(f"{why}: run folder moved to {set_aside(run_dir).name}, recomputing it")
     # An unreadable result, or one of another run, is no result: set aside, computed again.
     wrong = {}
     for j in jobs:
@@ -140,6 +159,36 @@ def run(
     return counts
 
 
+def corrupt_config(j: Job) -> str | None:
+    """Why the run folder's config.yaml is not the config of pretraining ``j`` (not YAML, not
+    a mapping, another run's), or None when it is, or there is none yet."""
+    import yaml
+
+    path = Path(j.run_dir) / "config.yaml"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        return f"{path} cannot be read ({getattr(e, 'strerror', None) or e})"
+    try:
+        stored = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        return f"{path} is not YAML{at}"
+    if not isinstance(stored, dict):
+        return f"{path} holds a {type(stored).__name__}, not a config mapping"
+    try:
+        theirs = C.config_hash(stored)
+    except Exception:  # a mapping missing what every config has
+        return f"{path} is not a complete config"
+    ours = C.config_hash(j.cfg)
+    if theirs != ours:
+        return f"{path} holds another run's config (hash {theirs}, not {ours})"
+    return None
+
+
 def writable(folder: Path) -> None:
     """Refuse a results folder this process cannot write, before any job starts: a job would
     otherwise fail only once it has computed its result."""
@@ -166,23 +215,37 @@ def summary(already_done=0, submitted=0, attached=0, failed=0, blocked=0) -> dic
 
 def _run_here(todo: list[Job], done: int, results_dir: Path, log) -> dict:
     """In this process, in order (a failure raises: nothing after it runs). Each job is
-    recorded like a submitted one (job id: this process), so ``harness status`` sees it."""
-    ran = blocked = 0
+    recorded like a submitted one (job id: this process), so ``harness status`` sees it.
+    A job runs holding its lock: another debug run of it waits, then counts it attached."""
+    ran = blocked = attached = 0
     for j in todo:
-        if all(Path(d).exists() for d in j.deps):
-            log(f"running {j.name}")
-            records.started(results_dir, j, os.getpid(), "", "debug")
-            try:
-                execute(j)
-            except BaseException as e:
-                last = str(e).strip().splitlines()[-1:] or [""]
-                records.mark_failed(results_dir, j, f"{type(e).__name__}: {last[0]}")
-                raise
-            ran += 1
-        else:  # its pretraining stopped early (``stop_at``) without a result
-            log(f"not run {j.name}: its pretraining has no result")
-            blocked += 1
-    return summary(done, submitted=ran, blocked=blocked)
+
+        def busy(who: dict, j=j):
+            log(f"{j.name} is being run by {describe(who)}: waiting for it")
+
+        with exclusive(records.lock(results_dir, j), busy):
+            if j.done():
+                log(f"{j.name} was computed by another harness run: not run again")
+                attached += 1
+                continue
+            if all(Path(d).exists() for d in j.deps):
+                log(f"running {j.name}")
+                records.started(results_dir, j, os.getpid(), "", "debug")
+                threads = torch.get_num_threads()
+                try:
+                    execute(j)
+                except BaseException as e:
+                    last = str(e).strip().splitlines()[-1:] or [""]
+                    records.mark_failed(results_dir, j, f"{type(e).__name__}: {last[0]}")
+                    raise
+                finally:
+                    # The job's thread count is the job's: the calling process keeps its own.
+                    torch.set_num_threads(threads)
+                ran += 1
+            else:  # its pretraining stopped early (``stop_at``) without a result
+                log(f"not run {j.name}: its pretraining has no result")
+                blocked += 1
+    return summary(done, submitted=ran, attached=attached, blocked=blocked)
 
 
 class Graph:
@@ -240,6 +303,26 @@ class Graph:
             self._submit(j)
 
     def _submit(self, j: Job) -> None:
+        # Decided under the job's lock, against its record: another ``harness run`` started
+        # at the same time may have submitted it since this one looked.
+        with exclusive(records.lock(self.results_dir, j)):
+            if j.done():
+                self.waiting.remove(j)
+                self.attached += 1
+                self.log(f"{j.name} was computed by another harness run: not submitted again")
+                return
+            h = records.attach(self.results_dir, j, self.cluster)
+            if h:
+                self.waiting.remove(j)
+                self.live[j.result] = h
+                self.attached += 1
+                self.log(
+                    f"{j.name} was just submitted by another harness run as job {h.job_id}: attached to it"
+                )
+                return
+            self._submit_locked(j)
+
+    def _submit_locked(self, j: Job) -> None:
         ex = _executor(self.cluster, self.results_dir / "logs" / "%j", self.profile, j)
         after = [self.live[d].job_id for d in j.deps if d in self.live]
         if self.cluster == "slurm" and after:

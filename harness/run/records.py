@@ -8,6 +8,8 @@ status`` reads it to say what each job is doing and why one failed.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +40,12 @@ def _now() -> str:
 
 def path(results_dir: Path, job) -> Path:
     return Path(results_dir) / "jobs" / f"{hashlib.sha1(job.result.encode()).hexdigest()[:12]}.json"
+
+
+def lock(results_dir: Path, job) -> Path:
+    """The job's lock file: held while one ``harness run`` decides to submit it (and, in a
+    debug run, while it runs), so two runs started together never both submit it."""
+    return path(results_dir, job).with_suffix(".lock")
 
 
 def load(results_dir: Path, job) -> dict | None:
@@ -79,7 +87,9 @@ class Handle:
                 # Our own child: ask it (this also reaps it). /proc would show the parent's
                 # command line between fork and exec and call a starting job gone.
                 return "GONE" if self.submitit_job.done() else "RUNNING"
-            return "RUNNING" if _runs(self.job_id, "submitit") else "GONE"
+            # Another run's child: between its fork and exec, /proc shows that run's command.
+            live = _runs(self.job_id, "submitit") or _runs(self.job_id, "harness")
+            return "RUNNING" if live else "GONE"
         out = subprocess.run(
             ["squeue", "-h", "-j", self.job_id, "-o", "%T"],
             capture_output=True,
@@ -103,7 +113,14 @@ def started(results_dir: Path, job, job_id, stderr, cluster: str, submitit_job=N
     }
     h = Handle(str(job_id), cluster, job.result, str(stderr), submitit_job)
     rec["attempts"].append(
-        {"job_id": h.job_id, "cluster": cluster, "stderr": h.stderr, "submitted": _now()}
+        {
+            "job_id": h.job_id,
+            "cluster": cluster,
+            "stderr": h.stderr,
+            "submitted": _now(),
+            "host": socket.gethostname(),
+            "by_pid": os.getpid(),
+        }
     )
     rec.pop("failed", None)
     write_json(path(results_dir, job), rec)

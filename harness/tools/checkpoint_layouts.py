@@ -19,6 +19,10 @@ Key layouts (from the public model definitions):
 
 Every key of the source is either loaded or deliberately skipped (heads, optimiser state, the
 other branch); a missing, unexpected or mis-shaped backbone key stops with one line naming it.
+
+Files are read with ``weights_only=True`` (``harness.config.build.safe_load``): what these
+layouts hold besides tensors (DINO's and SER's ``argparse.Namespace``, numpy arrays, SER's heads
+as ``torch.nn`` layers) is allowed by name; anything else is refused before it can run.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from harness.config.build import UnsafeFile, safe_load
 from harness.errors import HarnessError
 from harness.model.backbone import Backbone, BackboneConfig
 
@@ -49,8 +54,14 @@ _MODEL_FIELDS = {f.name: f.type for f in fields(BackboneConfig)}
 
 def _load(path: Path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # not a torch file, cut short, classes that cannot be unpickled
+        if path.suffix == ".safetensors":  # tensors only, nothing to unpickle
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return safe_load(path, published=True)
+    except UnsafeFile:
+        raise
+    except Exception as e:  # not a torch file, cut short
         raise HarnessError(
             f"{path} cannot be read as a PyTorch checkpoint ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:120] if str(e) else ''}): check the path and the download"

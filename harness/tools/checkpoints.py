@@ -18,7 +18,8 @@ stops the import with one line naming it: never a silent partial load.
 
 The key layouts of the formats are read in ``harness.tools.checkpoint_layouts``.
 
-``export_timm`` writes a run's evaluated backbone as a timm ``VisionTransformer`` state dict.
+``export_timm`` writes a run's evaluated backbone as a timm ``VisionTransformer`` state dict,
+as ``.pth`` and ``.safetensors``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from safetensors.torch import save as safetensors_save
+
 from harness.errors import HarnessError
-from harness.io import save_torch, shareable, write_json, write_text
+from harness.io import _atomic, save_torch, shareable, write_json, write_text
 from harness.tools.checkpoint_layouts import (
     FORMATS,
     arch_text,
@@ -159,12 +162,22 @@ def job_config(stored: dict, preset: str, seed: int = 0, overrides=()) -> dict:
 
 
 def _check_name(name: str) -> None:
+    from harness.config.presets import PRESETS
     from methods.registry import parse
 
     if not _NAME.fullmatch(name):
         raise HarnessError(
             f"run name '{name}': use letters, digits, '_', '.', '-', starting with a letter "
             f"(e.g. dino_official)"
+        )
+    # A trained run's folder is named <method>-<preset>-<12 hex of its config>: an import
+    # under such a name would be taken for (or take the place of) that run.
+    presets = "|".join(re.escape(p) for p in PRESETS)
+    if re.fullmatch(rf".+-(?:{presets})-[0-9a-f]{{12}}", name):
+        raise HarnessError(
+            f"run name '{name}' has the form of a trained run's id (METHOD-PRESET-HASH), so "
+            f"commands of its results folder could take one for the other: pick another, e.g. "
+            f"{name.split('-')[0]}_official"
         )
     try:
         parse(name)
@@ -204,7 +217,8 @@ def import_checkpoint(
         stored = imported_config(results_dir, name)
         if stored is None:
             raise HarnessError(
-                f"{run_dir} exists and is not an import: pick another name for this checkpoint"
+                f"{run_dir} exists and is not an import (a run trained there, or another "
+                f"folder): pick another name for this checkpoint"
             )
         imp = stored["imported"]
         if (imp["sha256"], imp["format"], imp["options"]) == (digest, fmt, options):
@@ -320,9 +334,18 @@ def export_timm(run_dir, out) -> tuple[Path, dict]:
         "num_classes": 0,
     }
     out = Path(out)
-    save_torch(out, state)
-    write_json(
-        out.with_name(out.name + ".json"),
-        {"timm_VisionTransformer_kwargs": kwargs, "harness_model": asdict(b), "run": str(run_dir)},
-    )
+    record = {
+        "timm_VisionTransformer_kwargs": kwargs,
+        "harness_model": asdict(b),
+        "run": str(run_dir),
+    }
+    # safetensors beside the .pth: a format that holds tensors only, so reading it runs no code
+    # whatever its origin (timm's load_checkpoint and harness import read either).
+    exchange = out if out.suffix == ".safetensors" else out.with_suffix(".safetensors")
+    for f in dict.fromkeys((out, exchange)):
+        if f.suffix == ".safetensors":
+            _atomic(f, lambda fh: fh.write(safetensors_save(state, metadata={"format": "pt"})))
+        else:
+            save_torch(f, state)
+        write_json(f.with_name(f.name + ".json"), record)
     return out, kwargs

@@ -35,6 +35,7 @@ from harness.data.loading import loader_options
 from harness.data.views import finish
 from harness.errors import HarnessError
 from harness.io import save_torch, write_json, write_text
+from harness.locks import describe, exclusive
 from harness.model.backbone import Backbone
 from harness.parallel import dist
 from harness.parallel.global_bn import global_batchnorm
@@ -138,7 +139,33 @@ def train_step(method, opt, groups, batch, progress: Progress, lr: float, amp, g
 
 
 def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = None) -> dict:
-    """Train ``cfg`` in ``run_dir`` (resuming from its checkpoint); ``stop_at`` ends early."""
+    """Train ``cfg`` in ``run_dir`` (resuming from its checkpoint); ``stop_at`` ends early.
+
+    One trainer per run folder, whatever started it: a second is refused, never let write
+    beside the first (rank 0 holds the lock for all ranks of a job)."""
+    if _env_rank() != 0:
+        return _pretrain(cfg, run_dir, data_root, stop_at)
+    lock = Path(run_dir) / ".train.lock"
+
+    def busy(who: dict):
+        raise HarnessError(
+            f"run folder {run_dir} is being trained by {describe(who)}: wait for it or stop it"
+        )
+
+    with exclusive(lock, busy):
+        return _pretrain(cfg, run_dir, data_root, stop_at)
+
+
+def _env_rank() -> int:
+    """This process's global rank, from torchrun's or Slurm's environment (before init)."""
+    if os.environ.get("RANK"):
+        return int(os.environ["RANK"])
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return int(os.environ.get("SLURM_PROCID", "0"))
+    return 0
+
+
+def _pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = None) -> dict:
     rt = cfg.get("runtime", {})
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +220,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
         opt.load_state_dict(ck["optimizer"])
         _set_rng_state(ck["rng"])
         start = ck["step"]
+    saved = start if ckpt_path.exists() else None  # the step the checkpoint on disk holds
     log_path = run_dir / "log.jsonl"
     if lead:
         _trim_log(log_path, start)
@@ -309,6 +337,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
                             "config": cfg,
                         },
                     )
+                saved = it + 1
             if stop:
                 if lead:
                     _event(run_dir, "preempted", it + 1, signal=warning.signum)
@@ -331,7 +360,15 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
     }
     if skip_bad and lead:
         summary["skipped_images"] = _skipped(log_path)
+    if done and (total <= 0 or saved != total):
+        # pretrain.json marks the job done; without the final checkpoint nothing could read it.
+        raise HarnessError(
+            f"{run_id(cfg)} planned {total} steps but its checkpoint holds step {saved}: "
+            f"nothing is marked done; check train.epochs and train.batch_size"
+        )
     if done and lead:
+        # What read_result checks before it trusts the run as done, without loading it.
+        summary["checkpoint"] = {"step": saved, "bytes": ckpt_path.stat().st_size}
         write_json(run_dir / "pretrain.json", summary)
     return summary
 

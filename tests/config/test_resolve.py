@@ -99,7 +99,7 @@ HINT = "(harness config moco_v3 --preset micro lists every key)"
         ("views.crop_min=big", ["views.crop_min=big: expected a float"]),
         ("views.photometric=pil", ["views.photometric=pil: choose one of kornia, torchvision"]),
         ("runtime.num_workers=two", ["runtime.num_workers=two: expected an int"]),
-        ("runtime.num_workers=-1", ["runtime.num_workers=-1: expected a count"]),
+        ("runtime.num_workers=-1", ["runtime.num_workers=-1: out of range", "[0, inf)"]),
         ("knn.ks=3", ["knn.ks=3: expected a list"]),
         ("train.batch_size", ["cannot read setting 'train.batch_size'", "KEY=VALUE"]),
         ("train.batch_size=[1", ["train.batch_size=[1: cannot parse"]),

@@ -9,7 +9,6 @@ any number is computed from part of it.
 
 from __future__ import annotations
 
-import os
 import pkgutil
 from dataclasses import dataclass, field
 from functools import cache
@@ -19,7 +18,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from harness.data.decode import load_rgb
-from harness.data.loading import FileIndex, file_index
+from harness.data.loading import FileIndex, file_index, subfolders
 from harness.errors import HarnessError
 
 FIXTURES = "`harness data fixtures --out DIR` writes a small tree in this layout"
@@ -38,8 +37,9 @@ def imagenet_r_wnids() -> tuple[str, ...]:
 
 
 def subdirs(d: Path) -> list[str]:
-    """Sorted visible sub-folders: a generator's `.…-tmp-` folder is never a class."""
-    return sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
+    """Sorted visible sub-folders (as the file index lists them): a generator's `.…-tmp-`
+    folder is never a class."""
+    return [n for n in subfolders(d) if not n.startswith(".")]
 
 
 def files_under(d: Path, exts=IMG_EXTENSIONS, index: FileIndex | None = None) -> list[Path]:
@@ -50,12 +50,8 @@ def files_under(d: Path, exts=IMG_EXTENSIONS, index: FileIndex | None = None) ->
         return [
             Path(top) / n for top, names in index.walk(d) for n in names if n.lower().endswith(exts)
         ]
-    out = []
-    # The walk is sorted before the loop runs, so hidden sub-folders are walked too.
-    for top, dirs, names in sorted(os.walk(d, followlinks=True)):
-        dirs[:] = [x for x in dirs if not x.startswith(".")]
-        out += [Path(top) / n for n in sorted(names) if n.lower().endswith(exts)]
-    return out
+    # The index's walk checks links (a loop or a link out of d is refused), as os.walk won't.
+    return files_under(d, exts, file_index(d))
 
 
 def label_space(found: list[str], classes, where: Path) -> tuple[list[str], list[str]]:

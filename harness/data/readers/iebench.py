@@ -26,11 +26,23 @@ MEAN, STD = (0.5016, 0.5037, 0.5060), (0.1030, 0.0999, 0.0969)  # ToTensor + Nor
 _VIEW = re.compile(r"(image|latent)_(\d+)\.(jpg|npy)$")
 
 
-def _load(path: Path) -> np.ndarray:
+def _load(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """The plain array at ``path`` (strings or numbers), or None and the problem: an object
+    array is a pickle, and is refused rather than unpickled."""
     try:
-        return np.load(path)
-    except ValueError:  # an object array: SIE's files are trusted like the images they index
-        return np.load(path, allow_pickle=True)
+        return np.load(path, allow_pickle=False), None
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            return None, (
+                f"{path} is an object array, stored as a pickle: refused, as unpickling it "
+                f"could run code; from a copy you trust, save it as a string array "
+                f"(np.save(path, np.load(path, allow_pickle=True).astype(str))) or re-copy it "
+                f"from facebookresearch/SIE"
+            )
+        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+    except (OSError, EOFError) as e:
+        why = f"{type(e).__name__}: {str(e)[:120]}"
+    return None, f"{path} cannot be read as a .npy array ({why}): re-copy it from SIE"
 
 
 def read_split(splits_dir: Path, split: str) -> tuple[list[tuple[str, int]], list[str]]:
@@ -42,7 +54,11 @@ def read_split(splits_dir: Path, split: str) -> tuple[list[tuple[str, int]], lis
             f"3DIEBench split file(s) {', '.join(gone)} missing in {splits_dir}: copy data/{split}_images.npy "
             f"and data/{split}_labels.npy from facebookresearch/SIE there (or pass splits_dir); {FIXTURES}"
         ]
-    objs, ys = [str(x).strip("/") for x in _load(names)], [int(y) for y in _load(labels)]
+    (objs, bad_names), (ys, bad_labels) = _load(names), _load(labels)
+    bad = [b for b in (bad_names, bad_labels) if b]
+    if bad:
+        return [], bad
+    objs, ys = [str(x).strip("/") for x in objs], [int(y) for y in ys]
     if len(objs) != len(ys):
         return [], [
             f"{names} has {len(objs)} objects but {labels} has {len(ys)} labels: re-copy both from SIE"
@@ -155,7 +171,8 @@ class IEBench3D(Reader):
     def latent(self, i: int) -> np.ndarray:
         """The 7 latents of sample i, in LATENTS order."""
         path = Path(self.samples[i][0])
-        return np.load(path.with_name(path.name.replace("image_", "latent_")).with_suffix(".npy"))
+        latent = path.with_name(path.name.replace("image_", "latent_")).with_suffix(".npy")
+        return np.load(latent, allow_pickle=False)
 
     def __getitem__(self, i):
         x, y = super().__getitem__(i)
