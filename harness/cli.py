@@ -485,7 +485,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--departures",
         action="store_true",
-        help="every place the harness computes other than the public SER code, and the switch",
+        help="every place the harness computes other than the public SER code, the switch, and "
+        "its effect measured now on fixed tensors",
     )
     r.add_argument("--markdown", action="store_true", help="with --departures: README.md's table")
     r.set_defaults(fn=cmd_methods)

@@ -46,9 +46,10 @@ def crop_vector(p: torch.Tensor, mirror: torch.Tensor | None = None) -> torch.Te
     return torch.stack([cy, cx, h, w], dim=1)
 
 
-def color_vector(p: torch.Tensor) -> torch.Tensor:
-    """Jitter factors centred on identity and divided by the width of their sampling range."""
-    ranges = torch.tensor([2 * s for s in JITTER], dtype=p.dtype, device=p.device)
+def color_vector(p: torch.Tensor, jitter=JITTER) -> torch.Tensor:
+    """Jitter factors centred on identity and divided by the width of their sampling range
+    (``jitter``: the strengths the views drew from, the batch's "jitter")."""
+    ranges = torch.tensor([2 * float(s) for s in jitter], dtype=p.dtype, device=p.device)
     raw = torch.stack(
         [
             p[:, IDX["brightness"]] - 1,
@@ -61,7 +62,7 @@ def color_vector(p: torch.Tensor) -> torch.Tensor:
     return raw / ranges * (p[:, IDX["jitter"]] > 0)[:, None]
 
 
-def crop_target(pa: torch.Tensor, pb: torch.Tensor, original: bool = False) -> torch.Tensor:
+def crop_target(pa: torch.Tensor, pb: torch.Tensor, original: bool = False, jitter=None):
     """The crop target of the ordered pair (a, b): both centres mirrored with view a's flip
     (SER's and AugSelf's ``extract_diff``), or (``original``) each with its own flip."""
     if original:
@@ -70,9 +71,9 @@ def crop_target(pa: torch.Tensor, pb: torch.Tensor, original: bool = False) -> t
     return crop_vector(pa, mirror) - crop_vector(pb, mirror)
 
 
-def color_target(pa: torch.Tensor, pb: torch.Tensor, original: bool = False) -> torch.Tensor:
+def color_target(pa: torch.Tensor, pb: torch.Tensor, original: bool = False, jitter=JITTER):
     """The colour target of the ordered pair (a, b) (the same either way)."""
-    return color_vector(pa) - color_vector(pb)
+    return color_vector(pa, jitter) - color_vector(pb, jitter)
 
 
 TARGETS = {"crop": crop_target, "color": color_target}
@@ -120,10 +121,10 @@ class AugSelf(AddOn):
             {k: bn_mlp(2 * d, (h,) * (self.depth - 1), 4, last_bias=True) for k in TARGETS}
         )
 
-    def targets(self, pa: torch.Tensor, pb: torch.Tensor) -> dict[str, torch.Tensor]:
+    def targets(self, pa: torch.Tensor, pb: torch.Tensor, jitter=JITTER) -> dict:
         """Per target, the 2B×4 regression targets of the orders (a, b) then (b, a)."""
         return {
-            k: torch.cat([fn(pa, pb, self.original), fn(pb, pa, self.original)])
+            k: torch.cat([fn(pa, pb, self.original, jitter), fn(pb, pa, self.original, jitter)])
             for k, fn in TARGETS.items()
         }
 
@@ -133,5 +134,5 @@ class AugSelf(AddOn):
         x = torch.cat([torch.cat([ha, hb], 1), torch.cat([hb, ha], 1)])
         return {
             f"loss_augself_{k}": self.weights[k] * augself_loss(self.heads[k](x), t)
-            for k, t in self.targets(pa, pb).items()
+            for k, t in self.targets(pa, pb, batch.get("jitter", JITTER)).items()
         }

@@ -3,28 +3,33 @@ pairs of images that undergo the same view-1→view-2 transformation (``paired``
 images 2i and 2i+1 share each view's crop and colour draw).
 
 t_{1→2} = g([h1, h2]); L_trans contrasts P_t of the two partners' representations of the
-same transformation (both directions); L_equi contrasts P_eq of [h1; h2] with P_eq of
-[W(t_{2→1} of partner)·h2; W(t_{1→2} of partner)·h1], with W a hypernetwork giving a D×D
-matrix. τ = 0.2, weights 1 (equivariance) and 0.1 (transformation); the base method's
-loss is STL's invariance term. No stop-gradient anywhere but the contrastive keys below.
+same transformation (both directions); L_equi contrasts [P_eq(h1); P_eq(h2)] with
+[P_eq(ĥ1); P_eq(ĥ2)], ĥ1 = W(t_{2→1} of partner)·h2 and ĥ2 = W(t_{1→2} of partner)·h1, with W
+a hypernetwork giving a D×D matrix. τ = 0.2, weights 1 (equivariance) and 0.1
+(transformation); the base method's loss is STL's invariance term. No stop-gradient anywhere
+but the contrastive keys below.
 
-Default (version 2): what the public SER code computed for Table 1's +STL row
-(aitrics-chris/SER ``builder/moco.py`` ``MoCo.stl``, ``builder/utils.py`` ``load_mlp_stl`` /
-``EquiTrans``, ``loader/stl.py``): P_eq runs separately on h1, h2, ĥ1, ĥ2 (four BatchNorm
-batches of B), and each loss is C(a, b) + C(b, a) with C MoCo-v3's contrastive term (cosine
-logits / τ against the other set only, keys detached and gathered, CE · 2τ). ``@original``
-gives what the harness computed before (STL's own formulation): P_eq on [h1; h2] and on
-[ĥ1; ĥ2] (two batches of 2B) and NT-Xent over the 2N set for both losses.
+P_eq runs separately on h1, h2, ĥ1, ĥ2 (four BatchNorm batches of B) and P_t on the two
+halves of the transformation set, both in the public SER code (aitrics-chris/SER
+``builder/moco.py`` ``MoCo.stl``, ``builder/utils.py`` ``load_mlp_stl`` / ``EquiTrans``,
+``loader/stl.py``) and in STL's repository (jaemyung-u/stl 2138162, ``model.py``
+``STL.forward``). They differ in the loss only. Default: SER's, for Table 1's +STL row: each
+loss is C(a, b) + C(b, a) with C MoCo-v3's contrastive term (cosine logits / τ against the
+other set only, keys detached and gathered, CE · 2τ). ``@original`` (version 3): STL's
+repository, NT-Xent over the 2N set [a; b] for both losses (``STL.info_nce_loss``). Versions
+≤ 2's ``@original`` projected [h1; h2] and [ĥ1; ĥ2] jointly (two batches of 2B), which no
+public code does; it is gone.
 """
 
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
 
-from methods.base import AddOn
+from methods.base import AddOn, Encoded
 from methods.heads import bn_mlp
 from methods.losses import moco_v3_contrastive, nt_xent
 from methods.registry import register_addon
@@ -32,11 +37,12 @@ from methods.registry import register_addon
 
 @register_addon("stl")
 class STL(AddOn):
-    version = 2  # the public SER code's batching and loss by default; version 1 = @original
+    # 3: @original is STL's repository (2: joint projections); the default is unchanged.
+    version = 3
     description = "STL: transformation representations from image pairs + hypernetwork equivariance"
     modifier_help = (
-        "@layerK @tauT @original (equivariance projector on [h1; h2] jointly and NT-Xent; "
-        "default: projector per tensor and MoCo-style InfoNCE both ways, as the public SER code)"
+        "@layerK @tauT @original (NT-Xent over the 2N set, as STL's repository; default: "
+        "MoCo-style InfoNCE both ways, as the public SER code; both project per tensor)"
     )
     requires = ("paired_transforms",)
     weights = {"equi": 1.0, "trans": 0.1}
@@ -85,13 +91,44 @@ class STL(AddOn):
         partner = torch.arange(len(h1), device=h1.device) ^ 1
         h1_hat = self.transform(t21[partner], h2)
         h2_hat = self.transform(t12[partner], h1)
+        # One P_eq call per tensor, as both public codes: BatchNorm in train mode sees B rows.
         p = self.equi_projector
-        if self.original:
-            z, z_hat = p(torch.cat([h1, h2])), p(torch.cat([h1_hat, h2_hat]))
-        else:
-            z = torch.cat([p(h1), p(h2)])
-            z_hat = torch.cat([p(h1_hat), p(h2_hat)])
+        z = torch.cat([p(h1), p(h2)])
+        z_hat = torch.cat([p(h1_hat), p(h2_hat)])
         return {
             "loss_stl_equi": self.weights["equi"] * self.contrast(z, z_hat),
             "loss_stl_trans": self.weights["trans"] * trans,
         }
+
+
+def fixed_inputs(n: int = 16, width: int = 64, seed: int = 0):
+    """An STL add-on (train mode, float64) and the two views' fixed features (images 2i and
+    2i+1 partners): what the departure's measurement and the tests run on."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        add = STL("moco_v3")
+        add.attach(SimpleNamespace(backbone=SimpleNamespace(width=width)))
+        add = add.double().train()
+        online = [Encoded(torch.randn(n, width, dtype=torch.float64), [{}], [n]) for _ in "12"]
+    return add, online
+
+
+def loss_effect_numbers() -> dict[str, float]:
+    """Each loss term, default and ``@original``, on :func:`fixed_inputs`."""
+    add, online = fixed_inputs()
+    out = {}
+    for name, original in (("default", False), ("original", True)):
+        add.original = original
+        for k, v in add.losses(None, {}, online, None, None).items():
+            out[f"{name}_{k.removeprefix('loss_stl_')}"] = v.item()
+    return out
+
+
+def loss_effect() -> str:
+    """The measured size of departure ``stl-projections`` (methods/departures.py)."""
+    v = loss_effect_numbers()
+    return (
+        f"@original's L_equi {v['original_equi'] / v['default_equi']:.3g}× and L_trans "
+        f"{v['original_trans'] / v['default_trans']:.3g}× the default's (B = 16, train mode, "
+        "fixed tensors)"
+    )

@@ -17,7 +17,9 @@ import math
 import re
 from typing import Any
 
+from harness.data.addon_views import ADDON_DATA
 from harness.data.augment import FLAVOURS
+from harness.data.views import LOCAL_CROPS
 from harness.errors import HarnessError
 
 COUNT = "[0, inf)"
@@ -145,6 +147,12 @@ RANGES: dict[str, tuple[str, str]] = {
 
 # String settings with a closed set of values.
 CHOICES: dict[str, tuple[str, ...]] = {"views.photometric": tuple(FLAVOURS)}
+# The add-ons' data pipelines: their own loaders (SER's) or the base method's views.
+CHOICES["views.addon_data"] = ADDON_DATA
+# The 2+4 local crops: SER's loader/local4.py or DINO's; MoCo-v3's 2+4 loss: SER's sum over
+# every pair or the two-view weight (methods/moco_v3.py, MULTICROP_SCALES).
+CHOICES["views.local_crops"] = tuple(LOCAL_CROPS)
+CHOICES["recipe.multicrop_scale"] = ("public", "pairs")
 
 # Sections without ranges here: versions are the code's own, add-on options are the method
 # name's modifiers (each add-on checks its own).

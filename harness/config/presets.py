@@ -40,8 +40,16 @@ PAPER: dict = {
     "train": {"batch_size": 2048, "epochs": 100, "max_steps": None},
     # crop_min None: the augmentation's own minimum crop scale. photometric: "kornia", the
     # public SER code's GPU pipeline for every view ("torchvision": the base methods' own;
-    # harness/data/augment.py).
-    "views": {"crop_min": None, "photometric": "kornia"},
+    # harness/data/augment.py). local_crops: "ser", SER's loader/local4.py for the 2+4 local
+    # crops ("dino": DINO's own; harness/data/views.py).
+    # addon_data: "ser", +AugSelf / +STL / +EquiMod train on their own loaders as the public
+    # SER code configures them ("base": the base method's views; harness/data/addon_views.py).
+    "views": {
+        "crop_min": None,
+        "photometric": "kornia",
+        "local_crops": "ser",
+        "addon_data": "ser",
+    },
     "recipe": {},
     "recipe_by_base": {},
     "addons": {},

@@ -32,7 +32,8 @@ from typing import Any
 from harness.config import presets
 from harness.config.checks import validate
 from harness.config.evaluations import EVALUATIONS
-from harness.data.views import choose, require_policy
+from harness.data.addon_views import SER_DATA
+from harness.data.views import POLICIES, choose, require_policy
 from harness.errors import HarnessError
 from harness.io import _atomic
 from methods.registry import parse, view_policy
@@ -289,6 +290,16 @@ def config_hash(cfg: dict) -> str:
         # Off, the default, changes nothing a finished run computed (a bad image stops it):
         # left out, so runs keep the ids they had before the setting existed.
         hashed["data"] = {k: v for k, v in hashed["data"].items() if k != "skip_bad"}
+    if "views" in hashed and not any(a["name"] in SER_DATA for a in cfg.get("addons", [])):
+        # Without +AugSelf / +STL / +EquiMod it changes nothing: left out, so those runs keep
+        # their ids; an add-on that has SER's own loader is keyed by it.
+        hashed["views"] = {k: v for k, v in hashed["views"].items() if k != "addon_data"}
+    if "views" in hashed and not POLICIES.get(hashed["views"].get("policy"), {}).get("n_local"):
+        # Without local crops neither the crops' pipeline nor MoCo-v3's 2+4 loss scale changes
+        # anything: left out, so two-view runs keep their ids; 2+4 runs are keyed by both.
+        hashed["views"] = {k: v for k, v in hashed["views"].items() if k != "local_crops"}
+        if "multicrop_scale" in hashed.get("recipe", {}):
+            hashed["recipe"] = {k: v for k, v in hashed["recipe"].items() if k != "multicrop_scale"}
     blob = json.dumps(hashed, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

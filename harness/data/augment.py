@@ -99,6 +99,9 @@ class Pipeline:
     solarize_p: float = 0.0
     jitter: tuple = JITTER
     flavour: str = "torchvision"
+    # The crop size the blur (kernel and σ range) is set for, if not ``size``: SER's and DINO's
+    # local crops take the 224-px views' blur at 96 px (views.Augmentations).
+    blur_size: int | None = None
 
     def __post_init__(self):
         if self.flavour not in FLAVOURS:
@@ -109,7 +112,12 @@ class Pipeline:
 
     @property
     def kernel(self) -> int:
-        return blur_kernel(self.size, self.flavour)[0]
+        return blur_kernel(self.blur_size or self.size, self.flavour)[0]
+
+    @property
+    def sigma_range(self) -> tuple[float, float]:
+        f = blur_kernel(self.blur_size or self.size)[1]
+        return 0.1 * f, 2.0 * f
 
     def sample_geometric(self, img, p: dict) -> dict:
         i, j, h, w = T.RandomResizedCrop.get_params(img, list(self.scale), list(RATIO))
@@ -130,8 +138,7 @@ class Pipeline:
         p["gray"] = float(torch.rand(1) < self.gray_p)
         p["blur"] = float(not self.blur_p < torch.rand(1))
         if p["blur"]:
-            lo, hi = (0.1 * blur_kernel(self.size)[1], 2.0 * blur_kernel(self.size)[1])
-            p["sigma"] = T.GaussianBlur.get_params(lo, hi)
+            p["sigma"] = T.GaussianBlur.get_params(*self.sigma_range)
         p["solarize"] = float(torch.rand(1).item() < self.solarize_p)
         self._threshold(p)
         return p
@@ -151,8 +158,7 @@ class Pipeline:
         p["blur"] = float(not self.blur_p < torch.rand(1))
         p["sigma"] = 0.0
         if p["blur"]:
-            f = blur_kernel(self.size)[1]
-            p["sigma"] = T.GaussianBlur.get_params(0.1 * f, 2.0 * f)
+            p["sigma"] = T.GaussianBlur.get_params(*self.sigma_range)
         p["solarize"] = float(torch.rand(1).item() < self.solarize_p)
         self._threshold(p)
         return encode(p)
@@ -201,14 +207,14 @@ class Pipeline:
 
     def torchvision(self) -> T.Compose:
         """The same distribution as plain torchvision transforms (the reference in tests)."""
-        k, f = blur_kernel(self.size)
+        k = blur_kernel(self.blur_size or self.size)[0]
         return T.Compose(
             [
                 T.RandomResizedCrop(self.size, scale=self.scale, interpolation=self.interpolation),
                 T.RandomHorizontalFlip(),
                 T.RandomApply([T.ColorJitter(*self.jitter)], p=self.jitter_p),
                 T.RandomGrayscale(p=self.gray_p),
-                T.RandomApply([T.GaussianBlur(k, sigma=(0.1 * f, 2.0 * f))], p=self.blur_p),
+                T.RandomApply([T.GaussianBlur(k, sigma=self.sigma_range)], p=self.blur_p),
                 T.RandomSolarize(128, p=self.solarize_p),
                 T.ToTensor(),
                 T.Normalize(MEAN, STD),

@@ -9,6 +9,7 @@ import hashlib
 import torch
 from torch.utils.data import Dataset
 
+from harness.data import addon_views
 from harness.data.views import Augmentations, ViewPolicy, check_requirements
 from harness.errors import HarnessError
 from harness.parallel import dist
@@ -23,6 +24,12 @@ def build_policy(method, cfg: dict) -> ViewPolicy:
         cfg["model"]["patch_size"],
         views.get("crop_min"),
         views.get("photometric", "kornia"),
+        views.get("local_crops", "ser"),
+    )
+    # The add-on's own loader as the public SER code configures it (views.addon_data=ser;
+    # absent from configs written before the setting: those runs had the base's views).
+    stats = addon_views.configure(
+        augs, [a.name for a in method.addons], views.get("addon_data", "base")
     )
     opts: dict = {}
     for a in method.addons:
@@ -32,6 +39,7 @@ def build_policy(method, cfg: dict) -> ViewPolicy:
         augs,
         opts.get("equiv_pairs"),
         standardise=bool(opts.get("standardise_params")),
+        stats=stats,
     )
     for a in method.addons:
         check_requirements(cfg["method"], a.requires, policy)
@@ -66,7 +74,7 @@ class PretrainBatches(Dataset):
         self.local_batch = global_batch // self.world
         self.steps_per_epoch = len(images) // global_batch
         self.n_equiv = policy.n_equiv(self.local_batch)
-        if policy.standardise:
+        if policy.standardise and policy.stats is None:  # not fixed by the add-on's loader
             probe = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:64]
             policy.fit_stats([self._image(int(i), []).size for i in probe])
 

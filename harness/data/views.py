@@ -31,7 +31,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
-from harness.data.augment import BILINEAR, IDX, Pipeline, clean, encode
+from harness.data.augment import BICUBIC, BILINEAR, IDX, Pipeline, clean, encode
 from harness.data.photometric import render
 from harness.errors import HarnessError
 from harness.model import group
@@ -41,7 +41,8 @@ from harness.model import group
 class SSLAugmentation:
     """A base method's two-view SSL augmentation, its class attribute ``augmentation``: the
     global crops' scale and interpolation, the blur and the solarize probability of view 1 and
-    view 2 (the local, rotated and clean inputs share the interpolation)."""
+    view 2 (the rotated and clean inputs share the interpolation; the local crops have their
+    own, ``LOCAL_CROPS``)."""
 
     scale: tuple[float, float]
     interpolation: InterpolationMode
@@ -52,7 +53,14 @@ class SSLAugmentation:
         return f"crops {self.scale}, {self.interpolation.value}"
 
 
-LOCAL_SCALE = (0.05, 0.4)  # DINO's local crops: 96 px, blur 0.5, no solarize
+# The 2+4 local crops (``views.local_crops``), 96 px at 224 with the global views' 9×9 blur
+# (σ 0.1–2) at p 0.5, jitter p 0.8, flip, no solarize. "ser": SER's loader/local4.py (torchvision's
+# default bilinear, no grayscale); "dino": DINO's main_dino.py (bicubic, grayscale p 0.2).
+LOCAL_CROPS = {
+    "ser": dict(scale=(0.05, 0.25), interpolation=BILINEAR, gray_p=0.0),
+    "dino": dict(scale=(0.05, 0.4), interpolation=BICUBIC, gray_p=0.2),
+}
+LOCAL_SCALE = LOCAL_CROPS["ser"]["scale"]
 ROTATED_SCALE = (0.05, 0.14)  # E-SSL's rotation crop: 96 px, bilinear, blur 0.1
 
 POLICIES = {
@@ -63,6 +71,24 @@ POLICIES = {
     "multicrop": dict(provides=("local_views",), n_local=4, label="2+4"),
 }
 ALWAYS = ("two_views", "aug_params")
+
+
+def local_crops_effect(n: int = 1000) -> str:
+    """The departure ``multicrop-local-crops``, measured: ``n`` local-crop draws at 224 px under
+    each ``views.local_crops``, their mean and largest share of the image and grayscale rate."""
+    img, out = torch.empty(3, 224, 224), []
+    with torch.random.fork_rng(devices=[]):
+        for name in LOCAL_CROPS:
+            torch.manual_seed(0)
+            ssl = SSLAugmentation((0.08, 1.0), BILINEAR, (1.0, 0.1), (0.0, 0.2))
+            pipe = Augmentations(ssl, 224, 16, local_crops=name).local
+            p = torch.stack([pipe.sample(img) for _ in range(n)])
+            area = p[:, IDX["height"]] * p[:, IDX["width"]] / 224**2
+            gray = p[:, IDX["gray"]].mean()
+            out.append(
+                f"{name}: mean area {area.mean():.1%} (max {area.max():.1%}), gray {gray:.1%}"
+            )
+    return "; ".join(out) + f" of the image ({n} draws at 224 px)"
 
 
 def small_size(img_size: int, patch: int) -> int:
@@ -79,6 +105,7 @@ class Augmentations:
     patch: int
     crop_min: float | None = None  # presets below 224 px raise the minimum global crop
     flavour: str = "kornia"  # the photometric part's (``views.photometric``, augment.FLAVOURS)
+    local_crops: str = "ser"  # the 2+4 local crops' (``views.local_crops``, LOCAL_CROPS)
     globals: tuple = field(init=False)
     local: Pipeline = field(init=False)
     rotated: Pipeline = field(init=False)
@@ -94,7 +121,12 @@ class Augmentations:
             for v in range(2)
         )
         small = small_size(self.size, self.patch)
-        self.local = Pipeline(small, LOCAL_SCALE, interp, blur_p=0.5, flavour=fl)
+        if self.local_crops not in LOCAL_CROPS:
+            raise HarnessError(
+                f"views.local_crops={self.local_crops}: choose one of {', '.join(LOCAL_CROPS)}"
+            )
+        local = LOCAL_CROPS[self.local_crops]
+        self.local = Pipeline(small, blur_p=0.5, flavour=fl, blur_size=self.size, **local)
         self.rotated = Pipeline(small, ROTATED_SCALE, BILINEAR, blur_p=0.1, flavour=fl)
         self.clean = clean(self.size, interp)
 
@@ -190,6 +222,8 @@ class ViewPolicy:
                 p = _chunk_order(pipe, [pipe.sample(im) for im in b1])
                 views.append([self._views(pipe, b1, p)])
             batch = {"views": views, "n_global": 2, "params": params}
+            # The jitter strengths drawn from: AugSelf normalises its colour targets by them.
+            batch["jitter"] = tuple(self.augs.globals[0].jitter)
             if self.standardise and self.stats is not None:
                 mean, std = self.stats
                 batch["params_z"] = [(p - mean) / std for p in params]
@@ -239,8 +273,11 @@ class ViewPolicy:
     def _equiv_pairs(self, views: list, b2: list, elements) -> list:
         pairs = []
         for (a, b), (g_a, g_b) in zip(self.equiv_views, elements):
-            pipes = self.augs.globals if a < 2 else (self.augs.local, self.augs.local)
-            bases = [pipes[0].crop(im, encode(pipes[0].sample_geometric(im, {}))) for im in b2]
+            crop = self.augs.globals[0] if a < 2 else self.augs.local
+            # SER's erl_local4 renders every 2+4 B2 view, the global pair's too, with
+            # local4.py's photometric part (its ``etc``: jitter, blur p 0.5, no grayscale).
+            pipes = (self.augs.local,) * 2 if self.n_local else self.augs.globals
+            bases = [crop.crop(im, encode(crop.sample_geometric(im, {}))) for im in b2]
             for v, pipe, g in ((a, pipes[0], g_a), (b, pipes[1], g_b)):
                 p = _chunk_order(pipe, [encode(pipe.sample_photometric({})) for _ in bases])
                 if self.defer:
@@ -264,7 +301,7 @@ def _chunk_order(pipe: Pipeline, params: list[torch.Tensor]) -> list[torch.Tenso
     """kornia's ColorJiggle draws one jitter order per call, and the public code calls it once
     per view chunk: every jittered image of the chunk takes the first one's order (drawn, like
     every image's, uniformly over the 24)."""
-    if pipe.flavour != "kornia":
+    if pipe.flavour not in ("kornia", "augself"):  # augself: SER's kornia 0.4.1 ColorJitter
         return params
     jittered = [p for p in params if p[IDX["jitter"]] > 0]
     for p in jittered[1:]:

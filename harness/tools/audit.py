@@ -102,7 +102,7 @@ def shard_batch(batch: dict, rank: int, world: int) -> dict:
             out[key] = cut(v, runs=4)
         elif key == "equiv":
             out[key] = {**v, "pairs": [(a, b, cut(ga), cut(gb)) for a, b, ga, gb in v["pairs"]]}
-        elif key == "n_global":
+        elif key in ("n_global", "jitter"):  # one per batch: every rank's share has it
             out[key] = v
         else:  # a new per-image input must say how it splits
             raise KeyError(f"shard_batch does not know how to split batch['{key}']")

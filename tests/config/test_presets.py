@@ -12,7 +12,12 @@ def test_paper_evaluation_sections_are_the_code_defaults():
     for name, section in EVALUATIONS.items():
         assert paper[name] == section, name
     assert paper["heads"] == {"width_factor": 1.0}
-    assert paper["views"] == {"crop_min": None, "photometric": "kornia"}
+    assert paper["views"] == {
+        "crop_min": None,
+        "photometric": "kornia",
+        "local_crops": "ser",
+        "addon_data": "ser",
+    }
     assert "dims" not in paper
 
 
@@ -59,8 +64,19 @@ def test_tiny_and_micro_keep_their_old_values():
         "skip_bad": False,  # issue 15, left out of the run hash while off
     }
     assert micro["data"]["train_per_class"] == 8 and micro["data"]["size"] == 20
-    assert tiny["views"] == {"crop_min": 0.3, "photometric": "kornia"}
-    assert micro["views"] == {"crop_min": None, "photometric": "kornia"}
+    # local_crops: issue 24 (SER's loader/local4.py).
+    assert tiny["views"] == {
+        "crop_min": 0.3,
+        "photometric": "kornia",
+        "local_crops": "ser",
+        "addon_data": "ser",
+    }
+    assert micro["views"] == {
+        "crop_min": None,
+        "photometric": "kornia",
+        "local_crops": "ser",
+        "addon_data": "ser",
+    }
     assert tiny["recipe"] == {"base_lr": 4e-3, "warmup_epochs": 1}
     assert micro["recipe"] == {"base_lr": 4e-3, "warmup_epochs": 0}
     bt = {"barlow_twins": {"base_lr": 2e-3, "bias_lr": 2e-3}}

@@ -32,7 +32,13 @@ def test_resolved_sections_are_plain_json():
     assert list(cfg) == SECTIONS
     assert json.loads(json.dumps(cfg)) == cfg
     assert cfg["heads"] == {"width_factor": 0.015625}
-    assert cfg["views"] == {"crop_min": None, "photometric": "kornia", "policy": "2view"}
+    assert cfg["views"] == {
+        "crop_min": None,
+        "photometric": "kornia",
+        "local_crops": "ser",
+        "addon_data": "ser",
+        "policy": "2view",
+    }
     assert cfg["addons"] == [{"name": "ser", "options": {"ratio": 0.25}}]
     assert cfg["runtime"] == C.RUNTIME and cfg["runtime"]["num_workers"] is None
     assert cfg["linear"]["epochs"] == 5 and cfg["iebench"] == EVALUATIONS["iebench"]
@@ -122,6 +128,8 @@ def test_views_policy_must_supply_what_the_add_ons_need():
     assert C.resolve("moco_v3+ser", "micro", overrides=["views.policy=rot4"])["views"] == {
         "crop_min": None,
         "photometric": "kornia",
+        "local_crops": "ser",
+        "addon_data": "ser",
         "policy": "rot4",
     }
     with pytest.raises(HarnessError, match="views.policy=2view: .*moco_v3\\+stl.*@paired"):

@@ -2,7 +2,8 @@
 of its formula, each §10 pitfall, the view policies that feed them, and @layerK.
 
 AugSelf, EquiMod and STL are checked here under ``@original`` (the harness's computation before
-version 2); their defaults, the public SER code's, are in test_addons_public.py."""
+version 2; EquiMod's and STL's own repositories' since version 3, test_addons_repositories.py);
+their defaults, the public SER code's, are in test_addons_public.py."""
 
 import math
 
@@ -129,7 +130,9 @@ def test_augself_original_loss_is_symmetric_tanh_mse_on_backbone_features():
     torch.manual_seed(1)
     got = add.losses(m, batch, online, None, Progress(0, 1, 1))
     ha, hb = online[0].cls[: online[0].sizes[0]], online[1].cls[: online[1].sizes[0]]
-    for k, fn in (("crop", crop_vector), ("color", color_vector)):
+    # Colour targets are normalised by the ranges the views drew from (SER's AugSelf loader).
+    color = lambda p: color_vector(p, batch["jitter"])  # noqa: E731
+    for k, fn in (("crop", crop_vector), ("color", color)):
         t = fn(batch["params"][0]) - fn(batch["params"][1])
         pred = add.heads[k](torch.cat([torch.cat([ha, hb], 1), torch.cat([hb, ha], 1)]))
         sq = (torch.tanh(pred) - torch.cat([t, -t])) ** 2
@@ -168,10 +171,9 @@ def test_stl_original_losses_match_the_formulas_with_the_partners_transformation
         j = i + 1 if i % 2 == 0 else i - 1  # the partner image
         hat1.append(add.hypernet(t21[j]).view(d, d) @ h2[i])
         hat2.append(add.hypernet(t12[j]).view(d, d) @ h1[i])
+    p = add.equi_projector  # one call per tensor, as STL's repository
     equi = _nt_xent_loop(
-        add.equi_projector(torch.cat([h1, h2])),
-        add.equi_projector(torch.cat([torch.stack(hat1), torch.stack(hat2)])),
-        0.2,
+        torch.cat([p(h1), p(h2)]), torch.cat([p(torch.stack(hat1)), p(torch.stack(hat2))]), 0.2
     )
     assert torch.allclose(got["loss_stl_trans"], 0.1 * trans, atol=1e-5)
     assert torch.allclose(got["loss_stl_equi"], 1.0 * equi, atol=1e-5)
@@ -202,12 +204,14 @@ def test_equimod_original_uses_the_clean_image_standardised_parameters_and_4b_nt
     online = _encode(m, batch)
     add = m.addons[0]
     got = add.losses(m, batch, online, None, Progress(0, 1, 1))["loss_equimod"]
-    y0 = add.projector(batch["encoded"]["clean"].cls)
-    y = [add.projector(online[v].cls[:n]) for v in range(2)]
+    # EquiMod's repository: the projector once over the 3B rows, the predictor over 2B.
+    y = add.projector(torch.cat([batch["encoded"]["clean"].cls] + [o.cls[:n] for o in online[:2]]))
+    y0 = y[:n]
     keep = [IDX[name] for name in VECTOR_NAMES]
     assert len(keep) == 18 and not {"img_h", "img_w"} & set(VECTOR_NAMES)
-    y_hat = [add.predictor(torch.cat([y0, add.embed(p[:, keep])], 1)) for p in batch["params_z"]]
-    assert torch.allclose(got, _nt_xent_loop(torch.cat(y), torch.cat(y_hat), 0.2), atol=1e-5)
+    e = add.embed(torch.cat(batch["params_z"])[:, keep])
+    y_hat = add.predictor(torch.cat([torch.cat([y0, y0]), e], 1))
+    assert torch.allclose(got, _nt_xent_loop(y[n:], y_hat, 0.2), atol=1e-5)
 
 
 # ---- E-SSL (§7) ----------------------------------------------------------------------------
@@ -229,12 +233,12 @@ def test_essl_sees_every_crop_in_all_four_rotations_with_a_layernorm_head():
     got = m.addons[0].losses(m, batch, online, None, Progress(0, 1, 1))["loss_essl"]
     logits = head(batch["encoded"]["rotated"].cls)
     ce = -torch.log_softmax(logits, 1)[torch.arange(4 * n), labels].mean()
-    assert torch.allclose(got, 0.4 * ce, atol=1e-6)
+    assert torch.allclose(got, 1.0 * ce, atol=1e-6)  # SER's equiv_lambda (test_essl_public.py)
     lams = {
         b: C.build_method(C.resolve(f"{b}+essl", "micro")).addons[0].lam
         for b in ("moco_v3", "dino", "barlow_twins")
     }
-    assert lams == {"moco_v3": 0.4, "dino": 0.4, "barlow_twins": 8.0}
+    assert lams == {"moco_v3": 1.0, "dino": 0.3, "barlow_twins": 1.0}  # SER's main_*.py
 
 
 def test_nt_xent_matches_the_row_by_row_formula():
@@ -270,7 +274,8 @@ def test_multicrop_moco_contrasts_every_view_with_both_global_keys_only():
 
     pairs = [(v, g) for g in range(2) for v in range(6) if v != g]
     assert len(pairs) == 10
-    assert torch.allclose(got, sum(ctr(q[v], k[g]) for v, g in pairs) * 2 / 10, atol=1e-5)
+    # Summed over the ten pairs, as SER's inv_local4 (issue 24; ×2/10 was the harness's own).
+    assert torch.allclose(got, sum(ctr(q[v], k[g]) for v, g in pairs), atol=1e-5)
 
 
 def test_ser_multicrop_pairs_one_global_two_local():
