@@ -66,13 +66,6 @@ class Lock:
             fd, self.fd = self.fd, None
             os.close(fd)  # closing the last descriptor drops the flock
 
-    def __enter__(self) -> Lock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
 
 @contextlib.contextmanager
 def exclusive(path: Path, busy=None):

@@ -7,7 +7,7 @@ prints this list and README.md's table mirrors it; a test keeps the two in step.
 have; ``None`` where there is none yet (the entry then says what stands in the way).
 
 ``measure`` names the function that measures the size of the difference now, on fixed tensors
-(``methods/effects.py``, or the method's own module); ``measured`` calls it, and both the
+(``harness/tools/effects.py``, or the method's own module); ``measured`` calls it, and both the
 listing and the table print its line. The texts state what differs, the line by how much.
 """
 

@@ -8,6 +8,7 @@ from harness.config.resolve import (
     RUNTIME,
     apply_overrides,
     config_hash,
+    read_stored_config,
     resolve,
     run_id,
     runtime_settings,
@@ -34,5 +35,6 @@ __all__ = [
     "to_yaml",
     "validate",
     "with_runtime",
+    "read_stored_config",
     "write_config",
 ]

@@ -138,20 +138,15 @@ def load_trained(run_dir: Path, device="cpu"):
     """The trained Method of a finished run (for evaluations): the checkpoint must be the run
     folder's own (its config.yaml's run), never another run's copied in."""
     run_dir = Path(run_dir)
-    own = run_dir / "config.yaml"
-    cfg = None
-    if own.exists():
-        import yaml
+    from harness.config.resolve import read_stored_config
 
-        try:
-            cfg = yaml.safe_load(own.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError):
-            cfg = None
-        if not isinstance(cfg, dict):
-            raise HarnessError(
-                f"{own} is not a config (not a YAML mapping): `harness run` sets the run "
-                "folder aside and trains it again"
-            )
+    own = run_dir / "config.yaml"
+    cfg, why = read_stored_config(own)
+    if why:
+        raise HarnessError(
+            f"{own} is not a config (not a YAML mapping): `harness run` sets the run "
+            "folder aside and trains it again"
+        )
     path = run_dir / "checkpoint.pt"
     ck = read_checkpoint(path, cfg, device)
     if ck.get("contents") == "backbone":

@@ -335,30 +335,48 @@ def _plain(cfg: dict) -> dict:
     return json.loads(json.dumps(cfg, default=str))
 
 
+def read_stored_config(path: Path) -> tuple[dict | None, str | None]:
+    """A run folder's stored config (its config.yaml) as ``(config, None)``; ``(None, None)``
+    when there is none; ``(None, why)`` when it is not text, not YAML or not a mapping (other
+    OS errors raise: a folder that cannot be read is no verdict on the file)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except UnicodeDecodeError as e:
+        return None, f"{path} cannot be read ({e})"
+    try:
+        stored = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        return None, f"{path} is not YAML{f' at line {where.line + 1}' if where else ''}"
+    if not isinstance(stored, dict):
+        return None, f"{path} holds a {type(stored).__name__}, not a config mapping"
+    return stored, None
+
+
 def write_config(run_dir: Path, cfg: dict) -> Path:
     """Store the config a run trains with as ``run_dir/config.yaml``, atomically.
 
     A resumed run leaves the file as it is unless only ``runtime`` changed (then it records
     the new one); a config whose hashed part differs from the stored one's is refused.
     """
-    import yaml
-
     path = Path(run_dir) / "config.yaml"
     new = _plain(cfg)
-    if path.exists():
-        try:
-            old = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError):
-            old = None
-        if not isinstance(old, dict):
-            # Bad input, not a passing fault: ``harness run`` sets such a folder aside first.
-            raise HarnessError(
-                f"{path} is not a config (not a YAML mapping): move the run folder aside, "
-                "or re-run `harness run`, which sets it aside and trains the run again"
-            )
+    old, why = read_stored_config(path)
+    if why:
+        # Bad input, not a passing fault: ``harness run`` sets such a folder aside first.
+        raise HarnessError(
+            f"{path} is not a config (not a YAML mapping): move the run folder aside, "
+            "or re-run `harness run`, which sets it aside and trains the run again"
+        )
+    if old is not None:
         if old == new:
             return path
-        if isinstance(old, dict) and config_hash(old) != config_hash(new):
+        if config_hash(old) != config_hash(new):
             raise HarnessError(
                 f"{path} holds another run's config (hash {config_hash(old)}, not "
                 f"{config_hash(new)}): use a fresh run directory"

@@ -31,7 +31,6 @@ the base pipelines' do (``augment.blur_kernel``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -43,23 +42,9 @@ from harness.data.augment import BILINEAR, FLAVOURS, IDX, PARAMS, Pipeline, clea
 from harness.errors import HarnessError
 
 ADDON_DATA = ("ser", "base")  # views.addon_data: the add-on's own loader, or the base's views
-AUGSELF_FLAVOUR = "augself"
+AUGSELF_FLAVOUR = "augself"  # its jitter ops: photometric._JITTER["augself"]
 # SER's AugSelf jitter strengths (brightness, contrast, saturation, hue).
 AUGSELF_JITTER = (0.4, 0.4, 0.4, 0.1)
-
-
-def _augself_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    # ColorJitter_augself passes the drawn factor f ∈ [-0.1, 0.1] to kornia.enhance.adjust_hue,
-    # which shifts hue by f radians (kornia's own ColorJitter multiplies by 2π first).
-    return photometric._hue(x, f / (2 * math.pi))
-
-
-# The batched renderer's ops for SER's AugSelf jitter (augment.PARAMS' order: brightness,
-# contrast, saturation, hue); grayscale and blur are shared by every flavour.
-photometric._JITTER.setdefault(
-    AUGSELF_FLAVOUR,
-    (photometric._brightness, photometric._contrast, photometric._k_saturation, _augself_hue),
-)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ each image's solarize threshold from its parameters; both flavours share graysca
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -80,10 +82,19 @@ def _k_saturation(x: Tensor, f: Tensor) -> Tensor:
     return x.sub_(v).mul_(r).add_(v)
 
 
+def _augself_hue(x: Tensor, f: Tensor) -> Tensor:
+    # SER's ColorJitter_augself hands the drawn factor f ∈ [-0.1, 0.1] to kornia's adjust_hue,
+    # which shifts hue by f radians (kornia's own ColorJitter multiplies by 2π first).
+    return _hue(x, f / (2 * math.pi))
+
+
 _JITTER = {  # ColorJitter's / ColorJiggle's op indices 0..3
     "torchvision": (_brightness, _contrast, _saturation, _hue),
     # kornia shifts hue in HSV by 2π·f with f drawn as torchvision's: the same operation.
     "kornia": (_k_brightness, _k_contrast, _k_saturation, _hue),
+    # SER's AugSelf (kornia 0.4.1, harness/data/addon_views.py): torchvision's brightness and
+    # contrast, kornia's saturation, the hue shift in radians.
+    "augself": (_brightness, _contrast, _k_saturation, _augself_hue),
 }
 _FACTORS = [IDX[n] for n in ("brightness", "contrast", "saturation", "hue")]
 # On CPU, a few images at a time stay in cache through all the ops: at 224 px, chunks of 8

@@ -132,6 +132,12 @@ def render(sprite: Image.Image, size: int, rng: np.random.Generator) -> Image.Im
     return Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
 
 
+def same_params(manifest, params: dict) -> bool:
+    """Whether a generated tree's manifest records these parameters (beside its file count,
+    listing and anything else it stores)."""
+    return isinstance(manifest, dict) and {k: manifest.get(k) for k in params} == params
+
+
 def tree_listing(root) -> dict[str, int]:
     """Relative path -> size of every file below ``root``, links not followed; names starting
     with a dot at the top (a manifest, a writer's temporary folder) left out. Stats only: no
@@ -232,7 +238,7 @@ def generate(
             old = json.loads(manifest.read_text())
         except ValueError:
             old = None
-        if not (isinstance(old, dict) and {k: old.get(k) for k in params} == params):
+        if not same_params(old, params):
             raise HarnessError(
                 f"{root} already holds a synthetic set with other parameters ({manifest}): "
                 "pick another --root or pass --force to regenerate it"

@@ -137,6 +137,16 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return x / world_size()
 
 
+def env_rank() -> int:
+    """This process's global rank from torchrun's or Slurm's environment, before (or without)
+    ``init_from_env``: 0 for a single process."""
+    if os.environ.get("RANK"):
+        return int(os.environ["RANK"])
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return int(os.environ.get("SLURM_PROCID", "0"))
+    return 0
+
+
 def init_from_env() -> bool:
     """Start torch.distributed from torchrun's or submitit's (Slurm) environment.
 

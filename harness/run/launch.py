@@ -162,23 +162,13 @@ def run(
 def corrupt_config(j: Job) -> str | None:
     """Why the run folder's config.yaml is not the config of pretraining ``j`` (not YAML, not
     a mapping, another run's), or None when it is, or there is none yet."""
-    import yaml
-
     path = Path(j.run_dir) / "config.yaml"
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        return f"{path} cannot be read ({getattr(e, 'strerror', None) or e})"
-    try:
-        stored = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where else ""
-        return f"{path} is not YAML{at}"
-    if not isinstance(stored, dict):
-        return f"{path} holds a {type(stored).__name__}, not a config mapping"
+        stored, why = C.read_stored_config(path)
+    except OSError as e:
+        return f"{path} cannot be read ({e.strerror or e})"
+    if why or stored is None:
+        return why
     try:
         theirs = C.config_hash(stored)
     except Exception:  # a mapping missing what every config has

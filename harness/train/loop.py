@@ -143,7 +143,7 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
 
     One trainer per run folder, whatever started it: a second is refused, never let write
     beside the first (rank 0 holds the lock for all ranks of a job)."""
-    if _env_rank() != 0:
+    if dist.env_rank() != 0:
         return _pretrain(cfg, run_dir, data_root, stop_at)
     lock = Path(run_dir) / ".train.lock"
 
@@ -154,15 +154,6 @@ def pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = No
 
     with exclusive(lock, busy):
         return _pretrain(cfg, run_dir, data_root, stop_at)
-
-
-def _env_rank() -> int:
-    """This process's global rank, from torchrun's or Slurm's environment (before init)."""
-    if os.environ.get("RANK"):
-        return int(os.environ["RANK"])
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        return int(os.environ.get("SLURM_PROCID", "0"))
-    return 0
 
 
 def _pretrain(cfg: dict, run_dir: Path, data_root: Path, stop_at: int | None = None) -> dict:

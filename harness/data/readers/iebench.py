@@ -35,9 +35,8 @@ def _load(path: Path) -> tuple[np.ndarray | None, str | None]:
         if "allow_pickle" in str(e):
             return None, (
                 f"{path} is an object array, stored as a pickle: refused, as unpickling it "
-                f"could run code; from a copy you trust, save it as a string array "
-                f"(np.save(path, np.load(path, allow_pickle=True).astype(str))) or re-copy it "
-                f"from facebookresearch/SIE"
+                f"could run code; re-copy it from facebookresearch/SIE, or have whoever made "
+                f"it save the names as a plain string array"
             )
         why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
     except (OSError, EOFError) as e:
