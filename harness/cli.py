@@ -281,9 +281,14 @@ def cmd_methods(a) -> int:
     from methods.registry import ADDONS, BASES, parse
 
     if a.departures:
+        from harness.eval.departures import EVAL_DEPARTURES
         from methods.departures import markdown, render
 
-        print(markdown() if a.markdown else render())
+        if a.markdown:
+            print(markdown() + "\n\n" + markdown(EVAL_DEPARTURES, "public code"))
+        else:
+            print("pretraining (methods/departures.py):\n" + render())
+            print("\nevaluations (harness/eval/departures.py):\n" + render(EVAL_DEPARTURES))
         return 0
     parse("moco_v3")  # registers built-ins
     print("base methods (base@POLICY picks the view policy):")
@@ -485,10 +490,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--departures",
         action="store_true",
-        help="every place the harness computes other than the public SER code, the switch, and "
-        "its effect measured now on fixed tensors",
+        help="every place the harness computes other than the public code (SER's for the methods "
+        "and the linear probe; the evaluations' own where SER has none), the switch, and its "
+        "effect measured now on fixed tensors",
     )
-    r.add_argument("--markdown", action="store_true", help="with --departures: README.md's table")
+    r.add_argument(
+        "--markdown", action="store_true", help="with --departures: README.md's two tables"
+    )
     r.set_defaults(fn=cmd_methods)
 
     for r in sub.choices.values():

@@ -283,13 +283,14 @@ def _measured_or_error(d: Departure) -> str:
         return f"measurement failed ({d.measure}): {type(e).__name__}: {e}"
 
 
-def markdown() -> str:
-    """README.md's table (a test keeps the README's copy equal to this)."""
+def markdown(departures=None, public: str = "public SER code") -> str:
+    """README.md's table of ``departures`` (default: pretraining's, ``DEPARTURES``); a test
+    keeps the README's copy equal to this."""
     rows = [
-        "| departure | public SER code | harness default | the other one | why | measured effect |",
+        f"| departure | {public} | harness default | the other one | why | measured effect |",
         "|---|---|---|---|---|---|",
     ]
-    for d in DEPARTURES:
+    for d in DEPARTURES if departures is None else departures:
         other = f"`{d.other}`" if d.other else "—"
         cells = [f"`{d.key}` ({d.where})", d.public, d.harness, other, d.why, measured(d)]
         # A '|' in a cell (|z| in a measured line) would split it: escaped, it renders as is.
@@ -297,9 +298,9 @@ def markdown() -> str:
     return "\n".join(rows)
 
 
-def render() -> str:
+def render(departures=None) -> str:
     lines = []
-    for d in DEPARTURES:
+    for d in DEPARTURES if departures is None else departures:
         lines += [
             f"{d.key} ({d.where})",
             f"  public code: {d.public}",

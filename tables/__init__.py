@@ -25,6 +25,7 @@ DATASET_LABELS = {
     "imagenet_p": "ImageNet-P",
     "3diebench": "3DIEBench",
     "coco": "COCO 2017",
+    "model": "Params",
 }
 # When a table holds several evaluations, each column group's header names its evaluation.
 EVALUATION_LABELS = {
@@ -36,8 +37,10 @@ EVALUATION_LABELS = {
     "transform_probe": "transformation prediction",
     "tsne": "t-SNE",
     "detection": "frozen detection",
+    "params": "",  # the column's header says it all
 }
 METRIC_LABELS = {
+    "params_m": "(M)",
     "top1": "Top-1",
     "top5": "Top-5",
     "mlp_top1": "Top-1",
@@ -61,6 +64,7 @@ class Column:
     dataset: str
     metric: str
     evaluation: str = "linear"
+    ranked: bool = True  # the best value is bolded (not for counts such as parameters)
 
     @property
     def label(self) -> str:

@@ -1,12 +1,14 @@
-"""Table 4: equivariance at the last layer (cosine between ρ_g(f(x)) and f(g·x) for rotation,
-flip and scale; spec/evals.md §5.2) beside linear top-1, for SER at layers 3, 9, 12 and for
-the final-layer add-ons."""
+"""Table 4: equivariance at the last layer (cosine between ρ_g(f(g1·x)) and f(g2·x), g =
+g2·g1⁻¹ sampled, for rotation, flip and scale; paper Appendix B.2, harness/eval/equivariance.py)
+beside linear top-1, for SER at layers 3, 9, 12 and for the final-layer add-ons."""
 
 from tables import Column, TableSpec
 
 TABLE = TableSpec(
     name="table4",
-    caption="Last-layer equivariance score (higher: more equivariant) and ImageNet-1k linear top-1.",
+    caption="Last-layer equivariance score (higher: more equivariant) and ImageNet-1k linear "
+    "top-1. The layer-12 SER row is scored on block 12's tokens after SER's norm\\_equiv "
+    "LayerNorm (the one its loss trains), every other row after the final LayerNorm.",
     rows=(
         "moco_v3+ser@layer3",
         "moco_v3+ser@layer9",

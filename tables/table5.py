@@ -1,5 +1,7 @@
-"""Table 5: how well a linear probe on frozen, mean-pooled features of layers 1, 3, 6, 9 and 12
-predicts a 90° rotation (4-way) and a horizontal flip (2-way) of the input (spec/evals.md §8).
+"""Table 5: how well SIE's MLP probe on frozen, mean-pooled features of layers 1, 3, 6, 9 and 12
+predicts the relative 90° rotation (4-way) and horizontal flip (2-way) between two views of an
+image (harness/eval/transform_probe.py; ``transform_probe.target=absolute`` the single-image
+labels).
 The evaluation also measures a randomly initialised encoder as the floor (``random_init/``
 entries of its result)."""
 

@@ -129,35 +129,40 @@ def test_methods_lists_the_registry():
 
 
 def test_departures_are_listed_by_the_cli_and_in_the_readme():
-    """Every departure from the public SER code is printed by `harness methods --departures`
-    and has its row in README.md's table, with the switch that gives the other behaviour."""
+    """Every departure from the public code (SER's for pretraining and the linear probe, the
+    evaluations' own elsewhere) is printed by `harness methods --departures` and has its row
+    in README.md's two tables, with the switch that gives the other behaviour."""
     from pathlib import Path
 
+    from harness.eval.departures import EVAL_DEPARTURES
     from methods.departures import DEPARTURES
 
+    every = DEPARTURES + EVAL_DEPARTURES
     p = harness("methods", "--departures")
     assert p.returncode == 0
     readme = Path(__file__).parents[1].joinpath("README.md").read_text()
     table = readme.split("## Departures from the public code")[1].split("\n## ")[0]
     rows = [ln for ln in table.splitlines() if ln.startswith("| `")]
-    assert [r.split("`")[1] for r in rows] == [d.key for d in DEPARTURES]
-    for d, row in zip(DEPARTURES, rows):
+    assert [r.split("`")[1] for r in rows] == [d.key for d in every]
+    for d, row in zip(every, rows):
         assert f"{d.key} (" in p.stdout
         if d.other:
             assert d.other in p.stdout and d.other in row, d.key
     # Each entry with its effect measured now (tests/methods/test_departures.py checks the
     # numbers); none failed.
-    assert p.stdout.count("\n  measured:    ") == len(DEPARTURES)
+    assert p.stdout.count("\n  measured:    ") == len(every)
     assert "measurement failed" not in p.stdout
     md = harness("methods", "--departures", "--markdown")
-    lines = table[table.index("| departure |") :].splitlines()
-    pasted = "\n".join(
-        ln
-        for ln in lines[
-            : next((i for i, ln in enumerate(lines) if not ln.startswith("|")), len(lines))
-        ]
-    )
-    _same_but_last_digits(md.stdout.strip(), pasted)
+    # The README's two tables, each as pasted (runs of lines starting with '|').
+    blocks, block = [], []
+    for ln in table.splitlines():
+        if ln.startswith("|"):
+            block.append(ln)
+        elif block:
+            blocks, block = [*blocks, "\n".join(block)], []
+    blocks += ["\n".join(block)] if block else []
+    assert len(blocks) == 2
+    _same_but_last_digits(md.stdout.strip(), "\n\n".join(blocks))
 
 
 def _same_but_last_digits(computed: str, pasted: str) -> None:

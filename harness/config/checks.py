@@ -70,7 +70,12 @@ RANGES: dict[str, tuple[str, str]] = {
     # Evaluations.
     "linear.epochs": (POSITIVE, "epochs of the linear probe"),
     "linear.batch_size": (POSITIVE, "images per step"),
-    "linear.base_lr": (RATE, "learning rate per 256 images"),
+    "linear.base_lrs.default": (RATE, "learning rates per 256 images swept, one head each"),
+    "linear.base_lrs.moco_v3": (RATE, "learning rates per 256 images swept, one head each"),
+    "linear.base_lrs.dino": (RATE, "learning rates per 256 images swept, one head each"),
+    "linear.base_lrs.barlow_twins": (RATE, "learning rates per 256 images swept, one head each"),
+    "linear.select_from": (COUNT, "epochs after which the heads are scored for selection"),
+    "linear.heldout": ("(0, 1)", "share of train held out to select on"),
     "linear.n_last": (POSITIVE, "last blocks whose [CLS] tokens are concatenated"),
     "linear.resize": (POSITIVE, "pixels of the shorter side before the center crop"),
     "knn.ks": (POSITIVE, "neighbours"),
@@ -98,6 +103,7 @@ RANGES: dict[str, tuple[str, str]] = {
     "finetune.crop_pct": ("(0, 1]", "center-crop share at evaluation"),
     "finetune.crop_scale": ("(0, 1]", "random-resized-crop scale range, shares of the area"),
     "finetune.clip_grad": (RATE, "gradient-norm clip; null for none"),
+    "finetune.repeated_aug": (COUNT, "repeats of each image per epoch (RASampler); 0 or 1: none"),
     "equivariance.n_images": (POSITIVE, "images scored"),
     "equivariance.batch_size": (POSITIVE, "images per step"),
     "equivariance.layers": (POSITIVE, "blocks scored, 1 is the first"),
@@ -153,6 +159,18 @@ CHOICES["views.addon_data"] = ADDON_DATA
 # every pair or the two-view weight (methods/moco_v3.py, MULTICROP_SCALES).
 CHOICES["views.local_crops"] = tuple(LOCAL_CROPS)
 CHOICES["recipe.multicrop_scale"] = ("public", "pairs")
+# Evaluation protocols (harness/config/evaluations.py says what each value computes).
+CHOICES["linear.select_on"] = ("val", "heldout")
+CHOICES["linear.precision"] = ("fp16", "fp32")
+CHOICES["robustness.preprocess"] = ("official", "resize")
+CHOICES["iebench.input"] = ("sie", "imagenet")
+CHOICES["iebench.val_views"] = ("one", "all")
+CHOICES["mlp.schedule"] = ("constant", "cosine")
+CHOICES["transform_probe.head"] = ("mlp", "linear")
+CHOICES["transform_probe.schedule"] = ("constant", "cosine")
+CHOICES["transform_probe.target"] = ("relative", "absolute")
+CHOICES["finetune.report"] = ("best", "last")
+CHOICES["equivariance.protocol"] = ("sampled", "fixed")
 
 # Sections without ranges here: versions are the code's own, add-on options are the method
 # name's modifiers (each add-on checks its own).
@@ -210,7 +228,34 @@ def _increasing(key: str, why: str):
     return check
 
 
+def _before(key: str, bound: str, why: str):
+    """A relation: the setting ``key`` is less than the setting ``bound``."""
+
+    def check(cfg: dict) -> str | None:
+        v, top = _get(cfg, key), _get(cfg, bound)
+        if v is None or top is None or v < top:
+            return None
+        return f"{key}={v}: must be less than {bound}={top} ({why})"
+
+    return check
+
+
+def _lists_filled(key: str, why: str):
+    """A relation: every entry of the mapping at ``key`` is a non-empty list."""
+
+    def check(cfg: dict) -> str | None:
+        v = _get(cfg, key)
+        for name, entry in (v or {}).items():
+            if not isinstance(entry, list) or not entry:
+                return f"{key}.{name}={_show(entry)}: give a non-empty list ({why})"
+        return None
+
+    return check
+
+
 RELATIONS = (
+    _lists_filled("linear.base_lrs", "one linear head is trained per learning rate"),
+    _before("linear.select_from", "linear.epochs", "the heads are scored after later epochs"),
     _divides("model.heads", "model.width", "each attention head takes width/heads channels"),
     _divides("model.patch_size", "model.img_size", "the image is cut into whole patches"),
     _at_most("linear.n_last", "model.depth", "the backbone has that many blocks"),

@@ -9,22 +9,43 @@ so changing a default here gives new result paths and never reuses old numbers.
 from __future__ import annotations
 
 EVALUATIONS: dict[str, dict] = {
-    # Linear probe (spec/evals.md §7.1): concatenated final-LN [CLS] of the last n blocks,
-    # SGD m 0.9, lr = base·B/256, cosine per epoch; augmented features every epoch at 224 px.
-    # Its extraction settings (n_last, resize, batch_size) are what k-NN, the MLP probe, the
-    # equivariance score, the transformation probe and t-SNE read too.
+    # Linear probe (spec/evals.md §7.1) as SER's lincls_parallel.py + run_eval.sh +
+    # config/eval.yaml (dbe5e93) run it: concatenated final-LN [CLS] of the last n blocks,
+    # SGD m 0.9, lr = base·B/256, cosine per epoch, augmented features every epoch at 224 px;
+    # one head per base lr of the row's base method (``base_lrs``; "default" for imports),
+    # all fed by one feature pass; after every epoch past ``select_from`` each head is scored
+    # on ``select_on`` ("val": the split reported, as SER's code; "heldout": a seeded
+    # ``heldout`` share of train kept out of training) and the best (head, epoch) is the
+    # probe every column reads. ``precision``: "fp16" autocast around backbone and head as
+    # SER's, "fp32" none. Its extraction settings (n_last, resize, batch_size) are what k-NN,
+    # the MLP probe, the equivariance score, the transformation probe and t-SNE read too.
     "linear": {
         "epochs": 50,
         "batch_size": 2048,
-        "base_lr": 3.0,
+        # config/eval.yaml lists MoCo-v3 and Barlow Twins checkpoints only: DINO and any
+        # other base (an imported checkpoint) take MoCo-v3's pair.
+        "base_lrs": {
+            "moco_v3": [3.0, 10.0],
+            "dino": [3.0, 10.0],
+            "barlow_twins": [1.0, 3.0],
+            "default": [3.0, 10.0],
+        },
+        "select_on": "val",
+        "select_from": 40,
+        "heldout": 0.01,
+        "precision": "fp16",
         "n_last": 4,
         "augment": True,
         "resize": 256,
     },
+    # ImageNet-C and -P read with the ImageNet head: "official" feeds the stored 224² images
+    # as hendrycks/robustness's test.py does (centre crop to the model's size, no resize);
+    # "resize" resizes to linear.resize and crops first, as the linear probe's val.
+    "robustness": {"preprocess": "official"},
     # Weighted k-NN (§7.4, DINO's knn_classifier).
     "knn": {"ks": [20], "temperature": 0.07},
-    # 3-layer MLP probe (§7.3, SIE's --deep-end head). ``standardize`` fixes per-feature
-    # statistics before the head (MAE puts a BatchNorm without affine there).
+    # 3-layer MLP probe (§7.3, SIE's --deep-end head on raw features). ``standardize``
+    # fixes per-feature statistics before the head (MAE puts a BatchNorm without affine there).
     "mlp": {
         "epochs": 300,
         "batch_size": 256,
@@ -32,7 +53,7 @@ EVALUATIONS: dict[str, dict] = {
         "weight_decay": 0.0,
         "hidden": 1024,
         "schedule": "constant",
-        "standardize": True,
+        "standardize": False,
     },
     # Full fine-tuning, DeiT's recipe as MoCo-v3 uses it (§7.5).
     "finetune": {
@@ -55,6 +76,11 @@ EVALUATIONS: dict[str, dict] = {
         "crop_pct": 0.875,
         "crop_scale": [0.08, 1.0],
         "clip_grad": None,
+        # DeiT's RASampler: every image 3 times per epoch (each with its own augmentation),
+        # an epoch as long as the plain one; 0 or 1: a plain shuffle.
+        "repeated_aug": 3,
+        # "best": the best val top-1 over epochs, as DeiT's main.py prints; "last": the last.
+        "report": "best",
     },
     # Equivariance score of token maps (§5.2); token-grid areas as SER samples them.
     "equivariance": {
@@ -62,13 +88,21 @@ EVALUATIONS: dict[str, dict] = {
         "batch_size": 64,
         "layers": [],
         "areas": [0.7, 0.85, 1.15, 1.3],
+        # "sampled": pairs (g1, g2) drawn per image (seeded), g = g2·g1⁻¹ (paper Appendix
+        # B.2); "fixed": the fixed elements of each transformation.
+        "protocol": "sampled",
     },
     # Per-layer transformation-prediction probe (§8).
+    # SIE's protocol (eval_angle_prediction.py): MLP head, Adam 1e-3 constant, 300 epochs,
+    # raw features, two views concatenated predicting the relative transformation.
     "transform_probe": {
-        "head": "linear",
-        "epochs": 30,
+        "head": "mlp",
+        "epochs": 300,
         "batch_size": 256,
         "lr": 1e-3,
+        "schedule": "constant",
+        "standardize": False,
+        "target": "relative",
         "seeds": 3,
         "layers": [1, 3, 6, 9, 12],
         "per_class": 100,
@@ -84,7 +118,17 @@ EVALUATIONS: dict[str, dict] = {
         "severity": 3,
     },
     # 3DIEBench probes on frozen features (§4.2–4.3, SIE's scripts).
-    "iebench": {"epochs": 300, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0},
+    # ``input``: "sie", the stored 256-px images with 3DIEBench's mean/std, no crop;
+    # "imagenet", the linear probe's resize + crop and ImageNet's statistics. ``val_views``:
+    # "one" random view per object (seeded), as SIE validates; "all" 50, its expectation.
+    "iebench": {
+        "epochs": 300,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "input": "sie",
+        "val_views": "one",
+    },
     # Frozen-backbone COCO detection (Table 6; §6, paper Appendix B.3): detectron2's ViTDet
     # box-only Faster R-CNN (simple feature pyramid on the last block's token map, RPN with
     # 2 convs, 4conv+1fc box head, LN) on the frozen encoder, 45 000 iterations at batch 32.
@@ -122,10 +166,14 @@ READS: dict[str, tuple[str, ...]] = {
     "transform_probe": ("transform_probe", "linear"),
     "tsne": ("tsne", "linear"),
     "detection": ("detection",),
+    "params": (),
 }
 # 3DIEBench's linear column trains its own probe on the linear probe's features.
 READS_BY_DATASET: dict[tuple[str, str], tuple[str, ...]] = {
     ("linear", "3diebench"): ("linear", "iebench"),
+    ("linear", "imagenet_c"): ("linear", "robustness"),
+    ("linear", "imagenet_p"): ("linear", "robustness"),
+    ("tsne", "imagenet_c"): ("tsne", "linear", "robustness"),
 }
 
 

@@ -43,7 +43,7 @@ def dataset_root(cfg: dict, results_dir: Path, dataset: str, given: str | None =
     layout, generated next to the synthetic training set; real ones read
     ``$HARNESS_DATA_<NAME>`` (e.g. HARNESS_DATA_IMAGENET_V2, HARNESS_DATA_3DIEBENCH,
     HARNESS_DATA_COCO: the folder holding annotations/, train2017/ and val2017/)."""
-    if dataset == "imagenet":
+    if dataset in ("imagenet", "model"):  # "model": read from the run's config, no data
         return data_root(cfg, results_dir, given)
     d = cfg["data"]
     if d["dataset"] == "synthetic":

@@ -69,6 +69,8 @@ def fit_linear(
 
 
 def mlp_head(d: int, out: int, hidden: int = 1024) -> nn.Sequential:
+    """SIE's ``--deep-end`` head (facebookresearch/SIE@54541cf eval_classification.py,
+    eval_angle_prediction.py ``Model``), PyTorch's default initialisation."""
     return nn.Sequential(
         nn.Linear(d, hidden),
         nn.ReLU(),
@@ -89,7 +91,8 @@ def make_head(kind: str, d: int, out: int, hidden: int = 1024) -> nn.Module:
 def shuffled(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, g: torch.Generator
 ) -> Callable[[], Iterable]:
-    """One epoch of (x, y) mini-batches in a fresh order drawn from ``g``."""
+    """One epoch of (x, y) mini-batches in a fresh order drawn from ``g`` (on the CPU, so a
+    seed gives the same order on every device)."""
 
     def epoch():
         order = torch.randperm(len(x), generator=g).to(x.device)
@@ -97,6 +100,9 @@ def shuffled(
             yield x[idx], y[idx]
 
     return epoch
+
+
+SCHEDULES = ("constant", "cosine")
 
 
 def train_head(
@@ -110,7 +116,13 @@ def train_head(
     desc: str = "head",
     quiet: bool = True,
 ) -> nn.Module:
-    """Adam on a head over frozen inputs; ``schedule`` is constant (SIE) or cosine per epoch."""
+    """Adam on a head over frozen inputs. ``schedule``: "constant", ``lr`` at every step as
+    SIE's probes (facebookresearch/SIE@54541cf eval_classification.py,
+    eval_angle_prediction.py: their ``adjust_learning_rate`` is never called), or "cosine"
+    from ``lr`` towards 0, set once per epoch. ``epoch_batches()`` yields (x, y) for one
+    epoch."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule '{schedule}': {' or '.join(SCHEDULES)}")
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = F.cross_entropy if loss == "ce" else F.mse_loss
     head.train()
@@ -132,10 +144,13 @@ def predict(head: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.T
 
 
 class Standardize(nn.Module):
-    """Fixed per-feature standardisation with the training set's statistics (MAE's probe
-    puts a BatchNorm without affine there). Adam at lr 1e-3 barely moves on raw [CLS] features
-    of small scale: at the tiny preset the raw MLP probe stayed 6-8 points under the linear
-    probe, which SGD at a large lr reaches; standardised, it matches it."""
+    """Fixed per-feature standardisation with the training set's statistics, the named
+    alternative to SIE's raw features (``mlp.standardize`` / ``transform_probe.standardize``
+    = true; MAE's probe puts a BatchNorm without affine there). SIE's heads see the raw
+    backbone output (facebookresearch/SIE@54541cf eval_classification.py,
+    eval_angle_prediction.py), which is the default. Why one may want it: Adam at lr 1e-3
+    barely moves on raw [CLS] features of small scale; at the tiny preset the raw MLP probe
+    stayed 6-8 points under the linear probe, standardised it matched it."""
 
     def __init__(self, x: torch.Tensor):
         super().__init__()
@@ -158,9 +173,11 @@ def fit_mlp(
     schedule: str = "constant",
     seed: int = 0,
     quiet: bool = True,
-    standardize: bool = True,
+    standardize: bool = False,
 ) -> nn.Module:
-    """The §7.3 probe trained on (train_x, train_y), on their device."""
+    """The §7.3 probe trained on (train_x, train_y), on their device. ``standardize=False``
+    (SIE's): the head's first Linear sees ``train_x`` as given; True puts a Standardize with
+    ``train_x``'s statistics in front."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     head = mlp_head(train_x.shape[1], n_classes, hidden)

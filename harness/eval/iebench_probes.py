@@ -5,8 +5,9 @@ features of V views (N×V×D), the object's class and, for rotation, each view's
 (N×V×3, the first three latent values).
 
 * Classification: each epoch every object contributes one random view; Adam 1e-3, wd 0,
-  batch 256, constant LR, linear or 3-layer MLP head; top-1/top-5 over all val views (the
-  expectation of SIE's one-random-view number, without its sampling noise).
+  batch 256, constant LR, linear or 3-layer MLP head; top-1/top-5 over every val view given
+  (N×V: the evaluator passes one seeded random view per object, V = 1, as SIE validates, or
+  all of them, the expectation of that number; ``iebench.val_views``).
 * Rotation: two distinct random views per object and epoch, concatenated features → the
   quaternion of R_1⁻¹·R_2 (scipy's "xyz" extrinsic Euler convention and quaternion sign, as
   SIE computes it; q ≡ −q is not folded, as in SIE); MSE; R² with one scalar target mean.

@@ -21,6 +21,7 @@ from harness.eval import (
     knn,
     linear,
     mlp,
+    params,
     transfer,
     transform_probe,
     tsne,
@@ -49,6 +50,7 @@ EVALUATORS: dict[tuple[str, str], Callable] = {
     ("tsne", "imagenet"): tsne.run_tsne,
     ("tsne", "imagenet_c"): tsne.run_tsne,
     ("detection", "coco"): detection.run_detection,
+    ("params", "model"): params.run_params,
 }
 EVALUATIONS = sorted({e for e, _ in EVALUATORS})
 

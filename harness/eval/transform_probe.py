@@ -1,12 +1,68 @@
-"""Per-layer transformation-prediction probe (Table 5; spec/evals.md §8, [design]).
+"""Per-layer transformation-prediction probe (Table 5; spec/evals.md §8, §4.3).
 
-Every image is shown in all four 90° rotations (label k, torch.rot90 k times on H×W) and
-both horizontal flips (label 0/1), so the tasks are balanced (chance 25 % and 50 %). A
-head is trained on frozen features of layers 1, 3, 6, 9, 12: the mean patch token after a
-LayerNorm (features.pooled_tokens). Features are standardised with training statistics so
-one learning rate suits every layer. Absolute positional embeddings make orientation
-decodable even without training, so the same probe on a randomly initialised network of
-the same shape is reported as the floor.
+SER's Table 5 "measured the transformation label following the implementation from (Garrido
+et al., 2023)" and reports classification accuracy (paper Appendix B.2). The default recipe
+(``EVALUATIONS["transform_probe"]``) is that implementation, facebookresearch/SIE@54541cf
+eval_angle_prediction.py with the README.md command (``--deep-end --epochs 300 --batch-size
+256 --lr 0.001 --wd 0``): the frozen encoder's features of two different views of the same
+image are concatenated, [f(v1), f(v2)], and SIE's 3-layer MLP head (heads.mlp_head) predicts
+the RELATIVE transformation from view 1 to view 2; Adam lr 1e-3, constant, 300 epochs, batch
+256, the raw features (no standardisation), the elements drawn afresh every epoch.
+
+Tasks: "rotation", the four 90° rotations (D4(0, k), torch.rot90 k times on H×W), and
+"hflip", no flip / horizontal flip (D4(1, 0)). With ``target="relative"`` every image x has
+two fixed views: view A, x under the evaluation transform (resize + centre crop, as every
+feature probe), and view B, a square RandomResizedCrop of x (``second_view_transform``: scale
+SECOND_VIEW_SCALE, ratio 1, so the 90° rotations keep its shape) drawn once per image from its
+own seed (``second_view``: SeededDraws, the same crop in every run whatever the loader workers,
+another crop for every image). A training or test example is one image and two elements
+g1, g2 of the task's set drawn independently and uniformly; the input is
+concat(f_A(g1·x), f_B(g2·x)), the label the class of g2·g1⁻¹: (k2 − k1) mod 4 for rotation,
+b1 xor b2 for hflip, so both are uniform (a head that ignores its input scores 25 % and 50 %).
+The two halves always show different crops, also when g1 = g2, and the crop does not depend
+on g1, g2, so g is the only label information in a pair: with one view for both halves (the
+protocol's version 2) a pair with g1 = g2 had two bit-identical halves, which a head detects
+without decoding any orientation (rotation about 25 % + 75 %/3 = 50 %, hflip about 100 % on
+features carrying no information about g); ``equality_shortcut`` measures both pairings.
+Each epoch draws one pair of elements per training image afresh (SIE draws two views per
+object per epoch); the test set is one pair per val image, drawn once from TEST_PAIR_SEED,
+the same pairs for every probe seed and for the random-init floor. ``target="absolute"`` is
+the earlier single-image protocol on view A alone: every image under every element of the
+task, label = that element. The features are cached per (view, D4 element, split, model)
+(cached_features), so a pair costs no backbone pass; the relative target extracts both views,
+twice the backbone passes of the absolute target (5 D4 elements × 2 views × train/val, for
+the trained and the random-init encoder).
+Features of layer l: the mean patch token after a LayerNorm (features.pooled_tokens).
+Metric: top-1 accuracy in percent after the last epoch, mean and std over ``seeds`` heads.
+
+Settings and the other behaviour each gives: ``head`` "mlp" | "linear"; ``epochs``;
+``schedule`` "constant" | "cosine" (per epoch); ``standardize`` false | true (fixed
+per-feature statistics of the training features, heads.Standardize, each view its own: the
+statistics of each input dimension of the head); ``target`` "relative" | "absolute".
+Absolute positional embeddings make orientation decodable even without training, so the same
+probe on a randomly initialised network of the same shape is reported as the floor
+(``floor``).
+
+What stays different from SIE's code, and why:
+- task/loss/metric: a D4 class with cross-entropy and accuracy where SIE regresses the
+  relative 3D rotation's quaternion with MSE and reports R²: the paper reports accuracy
+  ("a classification score instead of R² regression"). No setting.
+- data: ImageNet images (train subset of ``per_class`` per class, val) under the D4 elements
+  instead of 3DIEBench renders of an object under random 3D rotations; ViT pooled tokens of
+  layer l instead of a ResNet-18's pooled output. No setting (harness.eval.iebench_probes runs
+  SIE's probe on 3DIEBench itself).
+- views: SIE's two views are two of an object's 50 renders, which differ beyond the rotation
+  (floor and light latents) and are drawn afresh every epoch, either one in either half. Here
+  the nuisance between the views is a crop, view A is always the centre crop and view B
+  always its image's one fixed seeded crop (features are extracted once, not per epoch). No
+  setting.
+- pairs: g1 and g2 are drawn independently, so g1 = g2 happens (1/4 of rotation pairs, 1/2 of
+  hflip pairs) where SIE's two renders are distinct (``rng.choice(50, 2, replace=False)``):
+  with distinct elements hflip's relative label would always be 1 and rotation's never 0.
+  SIE composes R1⁻¹·R2 where the paper writes g2·g1⁻¹; both subgroups here are abelian, so
+  the labels agree. No setting. ``pair_draw_effect`` measures the label balance.
+- test pairs are seeded and fixed (SIE draws them with an unseeded RandomState per epoch);
+  the heads are seeded and ``seeds`` of them averaged (SIE: one unseeded run).
 """
 
 from __future__ import annotations
@@ -17,26 +73,43 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
+from torchvision import transforms as T
 
 from harness.config.evaluations import EVALUATIONS
 from harness.data import ImageFolderDataset
+from harness.data.augment import BICUBIC, MEAN, STD
+from harness.data.batches import derive_seed
+from harness.data.loading import SeededDraws
 from harness.eval.features import cached_features, checkpoint_id, eval_backbone
-from harness.eval.heads import make_head, predict, shuffled, train_head
+from harness.eval.heads import Standardize, make_head, predict, shuffled, train_head
 from harness.eval.transforms import eval_transform
 from harness.model.backbone import Backbone
 from harness.model.group import D4
 
 # Bump when what this evaluator computes changes: results keyed by the old value are
 # never reused.
-VERSION = 1
+# 2: SIE's protocol by default (MLP, 300 epochs constant, raw features, relative pairs).
+# 3: relative pairs from two different views (centre crop, seeded square crop), no
+#    identical halves when g1 = g2.
+VERSION = 3
 
 
 LAYERS = tuple(EVALUATIONS["transform_probe"]["layers"])
+# Each task's elements in the order of the powers of its generator (rot90, hflip): class c is
+# generator^c, so the class of g2·g1⁻¹ is (c2 − c1) mod n (relative_labels).
 TASKS = {"rotation": [D4(0, k) for k in range(4)], "hflip": [D4(0, 0), D4(1, 0)]}
+TARGETS = ("relative", "absolute")
 # The probe proper; the rest of the section says what it is run on.
 PROBE_RECIPE = {
-    k: EVALUATIONS["transform_probe"][k] for k in ("head", "epochs", "batch_size", "lr", "seeds")
+    k: EVALUATIONS["transform_probe"][k]
+    for k in ("head", "epochs", "batch_size", "lr", "schedule", "standardize", "target", "seeds")
 }
+# The test pairs' draw: fixed, the same for every probe seed, layer and model.
+TEST_PAIR_SEED = 1_000_003
+# View B of the relative target: a square crop of this share of the image's area, drawn once
+# per image from (SECOND_VIEW_SEED, split, image index).
+SECOND_VIEW_SCALE = (0.35, 1.0)
+SECOND_VIEW_SEED = 1_000_033
 
 
 class Transformed(Dataset):
@@ -53,68 +126,245 @@ class Transformed(Dataset):
         return self.d.apply(x), y
 
 
+class WithTransform(Dataset):
+    """``dataset`` (PIL images) with ``transform`` applied to every image."""
+
+    def __init__(self, dataset: Dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        return self.transform(x), y
+
+
+def second_view_transform(img_size: int) -> T.Compose:
+    """View B's preprocessing: a square RandomResizedCrop (area SECOND_VIEW_SCALE of the
+    image, ratio 1) resized to ``img_size``, then the evaluation transform's normalisation."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(
+                img_size, scale=SECOND_VIEW_SCALE, ratio=(1.0, 1.0), interpolation=BICUBIC
+            ),
+            T.ToTensor(),
+            T.Normalize(MEAN, STD),
+        ]
+    )
+
+
+def second_view_seed(split: str) -> int:
+    return derive_seed(SECOND_VIEW_SEED, "transform_probe second view", split)
+
+
+def second_view(dataset: Dataset, split: str) -> SeededDraws:
+    """``dataset`` (images under second_view_transform, indexed as the split's ImageFolder)
+    whose image i always gets the same crop, its own: drawn from a seed derived from
+    (SECOND_VIEW_SEED, split, i), whatever the order of reading or the loader workers."""
+    return SeededDraws(dataset, second_view_seed(split))
+
+
 def _stack(per_label: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.cat(list(per_label)).float()
     y = torch.cat([torch.full((len(f),), c, dtype=torch.long) for c, f in enumerate(per_label)])
     return x, y
 
 
+def relative_labels(c1: torch.Tensor, c2: torch.Tensor, n: int) -> torch.Tensor:
+    """The class of g2·g1⁻¹ when class c is the c-th power of a generator of order ``n``
+    (TASKS): rotation (k2 − k1) mod 4, hflip b1 xor b2."""
+    return (c2 - c1) % n
+
+
+def draw_pairs(n_images: int, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c1, c2): for every image two classes drawn independently and uniformly from ``g``."""
+    c = torch.randint(n, (2, n_images), generator=g)
+    return c[0], c[1]
+
+
+def pair_inputs(
+    feats_a: torch.Tensor, feats_b: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor
+) -> torch.Tensor:
+    """concat(f_A(g1·x), f_B(g2·x)) per image; ``feats_a[c]`` / ``feats_b[c]`` (n×N×D) hold
+    the features of view A / view B of every image under class c."""
+    rows = torch.arange(feats_a.shape[1], device=feats_a.device)
+    c1, c2 = c1.to(feats_a.device), c2.to(feats_a.device)
+    return torch.cat([feats_a[c1, rows], feats_b[c2, rows]], dim=1)
+
+
+def relative_epochs(
+    feats_a: torch.Tensor, feats_b: torch.Tensor, batch_size: int, g: torch.Generator
+):
+    """One epoch of relative pairs: one pair per image of ``feats_a`` / ``feats_b`` (n×N×D)
+    drawn afresh from ``g`` each call, as SIE draws two views per object per epoch, in a
+    shuffled order."""
+    n = len(feats_a)
+
+    def epoch():
+        c1, c2 = draw_pairs(feats_a.shape[1], n, g)
+        y = relative_labels(c1, c2, n).to(feats_a.device)
+        yield from shuffled(pair_inputs(feats_a, feats_b, c1, c2), y, batch_size, g)()
+
+    return epoch
+
+
+def pair_draw_effect(n_pairs: int = 100_000) -> str:
+    """One line: the majority-class share of the relative labels (what a head that ignores
+    its input scores) when g1, g2 are drawn independently (here) and as two distinct
+    elements (SIE's ``rng.choice(50, 2, replace=False)`` applied to the task's elements)."""
+    g = torch.Generator().manual_seed(0)
+    parts = []
+    for task, elements in TASKS.items():
+        n = len(elements)
+        c1, c2 = draw_pairs(n_pairs, n, g)
+        same = relative_labels(c1, c2, n)
+        # Distinct: c2 uniform over the n - 1 classes other than c1.
+        d2 = (c1 + 1 + torch.randint(n - 1, (n_pairs,), generator=g)) % n
+        distinct = relative_labels(c1, d2, n)
+        share = [
+            100.0 * torch.bincount(y, minlength=n).max().item() / n_pairs for y in (same, distinct)
+        ]
+        parts.append(f"{task} {share[0]:.1f} % (independent) vs {share[1]:.1f} % (distinct)")
+    return "majority-class share of relative labels: " + "; ".join(parts)
+
+
+def equality_shortcut() -> str:
+    """One line: accuracy of the probe on fixed features that carry no information about the
+    element: each image's content (shared by both views and every element) plus independent
+    noise per image, view and element; 256 train / 2048 test images of 8 dims, a 64-wide MLP
+    head, 40 epochs; about a second on a CPU. Relative with two views (the protocol): both
+    halves always differ, chance. Relative with view A in both halves (version 2): pairs with
+    g1 = g2 have identical halves, so a head that compares them gets those right: rotation
+    tends to 25 + 75/3 = 50 %, hflip to 100 %. Absolute: chance (25 %, 50 %)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tensors this small run slower on more threads, of a busy CPU
+    try:
+        return _equality_shortcut()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _equality_shortcut() -> str:
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    parts = []
+    for task, elements in TASKS.items():
+        n = len(elements)
+        (tr_a, tr_b), (te_a, te_b) = (_uninformative_views(n, m, 8, g) for m in (256, 2048))
+        acc = {}
+        for pairing in ("two views", "one view", "absolute"):
+            if pairing == "absolute":
+                tx, ty = _stack(list(tr_a))
+                vx, vy = _stack(list(te_a))
+                epoch = shuffled(tx, ty, 64, g)
+            else:
+                b_tr, b_te = (tr_b, te_b) if pairing == "two views" else (tr_a, te_a)
+                c1, c2 = draw_pairs(te_a.shape[1], n, torch.Generator().manual_seed(TEST_PAIR_SEED))
+                vx, vy = pair_inputs(te_a, b_te, c1, c2), relative_labels(c1, c2, n)
+                epoch = relative_epochs(tr_a, b_tr, 64, g)
+            model = make_head("mlp", vx.shape[1], n, hidden=64)
+            train_head(model, epoch, 40, 1e-3)
+            acc[pairing] = 100.0 * (predict(model, vx).argmax(1) == vy).float().mean().item()
+        parts.append(
+            f"{task} relative {acc['two views']:.1f} % (two views) vs {acc['one view']:.1f} % "
+            f"(one view, v2), absolute {acc['absolute']:.1f} % (chance {100 / n:.0f} %)"
+        )
+    return "features with no information about g: " + "; ".join(parts)
+
+
+def _uninformative_views(n: int, n_images: int, dim: int, g: torch.Generator):
+    """Views A and B (n×N×D): each image's content, the same in both views and under every
+    element, plus independent noise per image, view and element."""
+    content = torch.randn(1, n_images, dim, generator=g)
+    return [content + torch.randn(n, n_images, dim, generator=g) for _ in range(2)]
+
+
 def task_accuracy(
     train: Sequence[torch.Tensor],
     test: Sequence[torch.Tensor],
-    head: str = "linear",
-    epochs: int = 30,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    seeds: int = 3,
+    head: str = PROBE_RECIPE["head"],
+    epochs: int = PROBE_RECIPE["epochs"],
+    batch_size: int = PROBE_RECIPE["batch_size"],
+    lr: float = PROBE_RECIPE["lr"],
+    schedule: str = PROBE_RECIPE["schedule"],
+    standardize: bool = PROBE_RECIPE["standardize"],
+    target: str = PROBE_RECIPE["target"],
+    seeds: int = PROBE_RECIPE["seeds"],
     device="cpu",
     quiet: bool = True,
+    hidden: int = 1024,
+    train_b: Sequence[torch.Tensor] | None = None,
+    test_b: Sequence[torch.Tensor] | None = None,
 ) -> tuple[float, float]:
-    """(mean, std) over ``seeds`` of the test accuracy in percent; ``train[c]`` / ``test[c]``
-    hold the features of the images under transformation c, whose label is c."""
-    tx, ty = _stack(train)
-    vx, vy = _stack(test)
-    mu, sd = tx.mean(0), tx.std(0).clamp_min(1e-6)
-    tx, vx = ((t - mu) / sd for t in (tx, vx))
-    tx, ty, vx = tx.to(device), ty.to(device), vx.to(device)
+    """(mean, std) over ``seeds`` of the test accuracy in percent. ``train[c]`` / ``test[c]``
+    hold view A's features (N×D, the same images in the same order for every c) of the
+    images under class c of the task, the c-th power of its generator (TASKS);
+    ``train_b`` / ``test_b`` view B's, the same images in the same order, which
+    ``target="relative"`` needs (the second half of every pair) and "absolute" ignores.
+    ``hidden``: the MLP head's width (SIE's 1024; smaller only in tests)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target '{target}': {' or '.join(TARGETS)}")
+    if target == "relative" and (train_b is None or test_b is None):
+        raise ValueError(
+            "target='relative' pairs view A with view B: pass train_b and test_b, the second "
+            "view's features"
+        )
+    n = len(train)
+
+    def stacked(per_class):
+        return torch.stack([t.float() for t in per_class]).to(device)  # n×N×D
+
+    tr, te = stacked(train), stacked(test)
+    if standardize:
+        std = Standardize(tr.flatten(0, 1))
+        tr, te = std(tr), std(te)
+    if target == "relative":
+        tr_b, te_b = stacked(train_b), stacked(test_b)
+        if tr_b.shape != tr.shape or te_b.shape != te.shape:
+            raise ValueError(
+                f"view B's features {tuple(tr_b.shape)}/{tuple(te_b.shape)} do not match view "
+                f"A's {tuple(tr.shape)}/{tuple(te.shape)} (classes × images × dims)"
+            )
+        if standardize:
+            std_b = Standardize(tr_b.flatten(0, 1))
+            tr_b, te_b = std_b(tr_b), std_b(te_b)
+        c1, c2 = draw_pairs(te.shape[1], n, torch.Generator().manual_seed(TEST_PAIR_SEED))
+        vx, vy = pair_inputs(te, te_b, c1, c2), relative_labels(c1, c2, n)
+    else:
+        tx, ty = _stack(list(tr))
+        vx, vy = _stack(list(te))
+        ty = ty.to(device)
     accs = []
     for seed in range(seeds):
         torch.manual_seed(seed)
-        model = make_head(head, tx.shape[1], len(train)).to(device)
         g = torch.Generator().manual_seed(seed)
-        train_head(
-            model,
-            shuffled(tx, ty, batch_size, g),
-            epochs,
-            lr,
-            schedule="cosine",
-            desc="transform probe",
-            quiet=quiet,
-        )
+        if target == "relative":
+            epoch, d = relative_epochs(tr, tr_b, batch_size, g), 2 * tr.shape[2]
+        else:
+            epoch, d = shuffled(tx, ty, batch_size, g), tr.shape[2]
+        model = make_head(head, d, n, hidden).to(device)
+        train_head(model, epoch, epochs, lr, schedule=schedule, desc="transform probe", quiet=quiet)
         pred = predict(model, vx).argmax(1).cpu()
         accs.append(100.0 * (pred == vy).float().mean().item())
     return statistics.fmean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
 
 
-def probe_layers(feats: dict, layers, quiet: bool = True, device="cpu", **recipe) -> dict:
-    """``feats[split][D4 element][layer]`` → {"layer<l>/<task>_pred_acc" (+ "_std")}."""
+def probe_layers(
+    feats: dict, layers, quiet: bool = True, device="cpu", feats_b: dict | None = None, **recipe
+) -> dict:
+    """``feats[split][D4 element][layer]`` (view A) and ``feats_b`` (view B, the same
+    structure; the relative target needs it) → {"layer<l>/<task>_pred_acc" (+ "_std")}."""
     r = {**PROBE_RECIPE, **recipe}
     out = {}
     for layer in layers:
         for task, elements in TASKS.items():
             train = [feats["train"][d][layer] for d in elements]
             test = [feats["val"][d][layer] for d in elements]
-            mean, std = task_accuracy(
-                train,
-                test,
-                r["head"],
-                r["epochs"],
-                r["batch_size"],
-                r["lr"],
-                r["seeds"],
-                device,
-                quiet,
-            )
+            if feats_b is not None:
+                r["train_b"] = [feats_b["train"][d][layer] for d in elements]
+                r["test_b"] = [feats_b["val"][d][layer] for d in elements]
+            mean, std = task_accuracy(train, test, device=device, quiet=quiet, **r)
             out[f"layer{layer}/{task}_pred_acc"] = mean
             out[f"layer{layer}/{task}_pred_acc_std"] = std
     return out
@@ -131,24 +381,51 @@ def _per_class(dataset, n: int) -> list[int]:
     return keep
 
 
+def probe_views(data_root: Path, img_size: int, resize: int, per_class: int, relative: bool):
+    """{view: ({split: dataset}, {split: dataset id}, transform name)}: view "A", the
+    evaluation transform, and with ``relative`` view "B", the seeded square crop
+    (second_view); train is the first ``per_class`` images per class, val all. The views'
+    ids and transform names differ, so are their cache keys."""
+    from torch.utils.data import Subset
+
+    images = {split: ImageFolderDataset(data_root, split) for split in ("train", "val")}
+    keep = _per_class(images["train"], per_class)
+    root = str(Path(data_root).resolve())
+    ids = {"train": f"{root}:first {per_class} per class", "val": root}
+    tf = eval_transform(img_size, resize)
+    views = {"A": ({s: WithTransform(ds, tf) for s, ds in images.items()}, ids, repr(tf))}
+    if relative:
+        tf_b = second_view_transform(img_size)
+        seeds = {s: second_view_seed(s) for s in images}
+        views["B"] = (
+            {s: second_view(WithTransform(ds, tf_b), s) for s, ds in images.items()},
+            {s: f"{ids[s]}|second view seed {seeds[s]}" for s in images},
+            f"{tf_b!r}|seeded per image from {SECOND_VIEW_SEED}",
+        )
+    # Index the training split after the seeded draw: image i's crop is its own, whatever
+    # per_class selects.
+    for data, _, _ in views.values():
+        data["train"] = Subset(data["train"], keep)
+    return views
+
+
 def run_transform_probe(
     run_dir: Path, data_root: Path, cfg: dict, dataset_root: Path | None = None, quiet: bool = False
 ) -> dict:
     """Evaluator: the probe on the trained encoder and, under ``random_init/``, on a freshly
-    initialised one (the floor). Train on ``per_class`` train images per class, test on val."""
-    from torch.utils.data import Subset
-
+    initialised one (the floor). Train on ``per_class`` train images per class, test on val;
+    one extraction per (view, D4 element, split, model), view B only for the relative
+    target."""
     opts = cfg["transform_probe"]
     trained, device = eval_backbone(run_dir)
     layers = [l for l in opts["layers"] if l <= len(trained.blocks)]
-    tf = eval_transform(cfg["model"]["img_size"], cfg["linear"]["resize"])
-    train = ImageFolderDataset(data_root, "train", transform=tf)
-    data = {
-        "train": Subset(train, _per_class(train, opts["per_class"])),
-        "val": ImageFolderDataset(data_root, "val", transform=tf),
-    }
-    root = str(Path(data_root).resolve())
-    data_ids = {"train": f"{root}:first {opts['per_class']} per class", "val": root}
+    views = probe_views(
+        data_root,
+        cfg["model"]["img_size"],
+        cfg["linear"]["resize"],
+        opts["per_class"],
+        relative=opts["target"] == "relative",
+    )
     models = {"": (trained, checkpoint_id(Path(run_dir) / "checkpoint.pt"))}
     if opts["floor"]:
         torch.manual_seed(cfg.get("seed", 0))
@@ -157,26 +434,29 @@ def run_transform_probe(
             f"random-init:{trained.cfg}:{cfg.get('seed', 0)}",
         )
     recipe = {k: opts[k] for k in PROBE_RECIPE}
+    elements = sorted({d for task in TASKS.values() for d in task}, key=repr)
     out = {}
     for prefix, (backbone, model_id) in models.items():
-        feats = {split: {} for split in data}
-        for split, ds in data.items():
-            for d in {d for elements in TASKS.values() for d in elements}:
-                f = cached_features(
-                    backbone,
-                    Transformed(ds, d),
-                    Path(run_dir) / "features",
-                    model_id=model_id,
-                    dataset_id=data_ids[split],
-                    split=split,
-                    layers=layers,
-                    transform=f"{tf!r}|{d}",
-                    batch_size=opts["extract_batch"],
-                    device=device,
-                    quiet=quiet,
-                    runtime=cfg.get("runtime"),
-                )
-                feats[split][d] = f["layers"]
-        scores = probe_layers(feats, layers, quiet, device, **recipe)
+        feats = {}
+        for view, (data, ids, tf_name) in views.items():
+            feats[view] = {split: {} for split in data}
+            for split, ds in data.items():
+                for d in elements:
+                    f = cached_features(
+                        backbone,
+                        Transformed(ds, d),
+                        Path(run_dir) / "features",
+                        model_id=model_id,
+                        dataset_id=ids[split],
+                        split=split,
+                        layers=layers,
+                        transform=f"{tf_name}|{d}",
+                        batch_size=opts["extract_batch"],
+                        device=device,
+                        quiet=quiet,
+                        runtime=cfg.get("runtime"),
+                    )
+                    feats[view][split][d] = f["layers"]
+        scores = probe_layers(feats["A"], layers, quiet, device, feats_b=feats.get("B"), **recipe)
         out.update({prefix + k: v for k, v in scores.items()})
     return out

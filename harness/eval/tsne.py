@@ -1,5 +1,9 @@
 """t-SNE of frozen features (Figures 4 and 5): up to 20 random classes of a set, final
-[CLS] features, scikit-learn's TSNE. Returns the 2-D points (a figure's data, not a score)."""
+[CLS] features, scikit-learn's TSNE. Returns the 2-D points (a figure's data, not a score).
+
+ImageNet val is read with the linear probe's val transform; ImageNet-C with the ImageNet-C
+column's (``robustness.preprocess``, "official" by default: the stored 224² images, no
+resize, harness.eval.imagenet_c), so both sets reach the encoder at one geometry."""
 
 from __future__ import annotations
 
@@ -12,11 +16,12 @@ from harness.config.evaluations import EVALUATIONS
 from harness.data import ImageFolderDataset
 from harness.data.readers import ImageNetC
 from harness.eval.features import eval_backbone, extract
-from harness.eval.transforms import eval_transform
+from harness.eval.transforms import eval_transform, robustness_transform
 
 # Bump when what this evaluator computes changes: results keyed by the old value are
 # never reused.
-VERSION = 1
+# 2: ImageNet-C read as the ImageNet-C column reads it (robustness.preprocess).
+VERSION = 2
 
 
 DEFAULTS = EVALUATIONS["tsne"]
@@ -43,13 +48,18 @@ def run_tsne(
 
     opts = cfg["tsne"]
     lc = cfg["linear"]
-    tf = eval_transform(cfg["model"]["img_size"], lc["resize"])
     if dataset_root is not None:
+        # The ImageNet-C column's input; the section when the job carries it, else its default.
+        rob = cfg.get("robustness", EVALUATIONS["robustness"])
+        tf = robustness_transform(
+            rob["preprocess"], cfg["model"]["img_size"], lc["resize"], "an ImageNet-C image"
+        )
         classes = ImageFolderDataset(data_root, "train").classes
         ds = ImageNetC(
             dataset_root, opts["corruption"], opts["severity"], classes=classes, transform=tf
         )
     else:
+        tf = eval_transform(cfg["model"]["img_size"], lc["resize"])
         ds = ImageFolderDataset(data_root, "val", transform=tf)
     idx, chosen = _pick(ds, opts["n_classes"], opts["per_class"], cfg["seed"])
     backbone, device = eval_backbone(run_dir)

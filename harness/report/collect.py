@@ -48,6 +48,88 @@ def table_results(plan: list, set_aside: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "dataset", "metric", "value"])
 
 
+def table_protocol(spec, plan: list) -> str:
+    """The protocol of every evaluation the table's results came from, in one line, from the
+    config sections each result records (``harness.eval.protocols``). Rows whose protocols
+    differ in anything but their base method's learning rates are refused: a table compares
+    its rows, and rows measured two ways do not compare."""
+    from harness.eval.protocols import BASE_LABELS, PER_ROW, describe
+
+    found: dict[tuple[str, str], dict[str, list]] = {}
+    for j in plan:
+        if j.kind != "eval" or not j.done():
+            continue
+        rec, _ = jobs.read_result(j)
+        sections = ((rec or {}).get("eval_spec") or {}).get("sections")
+        if not isinstance(sections, dict):
+            continue
+        try:
+            fields = describe(j.evaluation, j.dataset, sections, j.cfg.get("base"))
+        except (KeyError, TypeError):  # a result of an older harness: sections it lacks
+            fields = [("recorded", "a protocol this harness no longer describes")]
+        if fields:
+            found.setdefault((j.evaluation, j.dataset), {})[j.cfg["method"]] = fields
+    parts: dict[tuple[str, str], list[str]] = {}
+    for (evaluation, dataset), rows in found.items():
+        shared = {m: [(k, t) for k, t in f if k not in PER_ROW] for m, f in rows.items()}
+        first, *others = shared
+        for m in others:
+            if shared[m] != shared[first]:
+                a = dict(shared[first])
+                k = next(k for k, t in shared[m] if a.get(k) != t)
+                raise HarnessError(
+                    f"{spec.name} mixes protocols in its {evaluation} {dataset} columns: "
+                    f"{first} has '{a.get(k)}', {m} has '{dict(shared[m])[k]}'; "
+                    f"compute every row with one protocol, or report them in separate tables"
+                )
+        texts = []
+        for k, t in rows[first]:
+            if k not in PER_ROW:
+                texts.append(t)
+                continue
+            by_text: dict[str, list[str]] = {}
+            for m, f in rows.items():
+                base = next((j.cfg.get("base") for j in plan if j.cfg["method"] == m), None)
+                by_text.setdefault(dict(f)[k], []).append(BASE_LABELS.get(base, m))
+            if len(by_text) == 1:
+                texts.append(t)
+            else:
+                texts.append(
+                    ", ".join(
+                        f"{tx} ({', '.join(dict.fromkeys(who))})" for tx, who in by_text.items()
+                    )
+                )
+        what = tables.EVALUATION_LABELS.get(evaluation, evaluation)
+        parts.setdefault((what, ", ".join(texts)), []).append(
+            tables.DATASET_LABELS.get(dataset, dataset)
+        )
+    return "; ".join(
+        f"{what} on {', '.join(where)}: {text}" for (what, text), where in parts.items()
+    )
+
+
+def params_notes(spec, results: pd.DataFrame) -> dict:
+    """Footnotes for a parameter column: each row whose count at the paper's shapes
+    (``paper_params_m``, harness/eval/params.py) differs from the paper's printed one, by
+    the cell it marks."""
+    from harness.report.tables import load_reference
+
+    if not any(c.metric == "params_m" for c in spec.columns) or results.empty:
+        return {}
+    ref = load_reference(spec)
+    paper = {r.method: r.value for r in ref.itertuples() if r.metric == "params_m" and r.dataset}
+    notes = {}
+    for r in results.itertuples():
+        if r.metric != "paper_params_m" or r.method not in paper:
+            continue
+        if round(float(r.value), 1) != round(float(paper[r.method]), 1):
+            notes[r.method, "model", "params_m"] = (
+                f"{spec.row_label(r.method)}: {r.value:.2f}M at the paper's ViT-S/16 shapes as "
+                f"built here; the paper prints {paper[r.method]:g}M"
+            )
+    return notes
+
+
 def _with_published(spec, plan: list, ctx: dict) -> pd.DataFrame | None:
     """The paper's numbers plus, for rows that are imported released checkpoints, their
     published numbers (tables/reference/published.csv), so the report shows the delta to
@@ -95,6 +177,7 @@ def report(
                 "preset": p,
                 "scale": next((j.scale for j in plan), presets.get(p)["scale"]),
                 "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "protocol": table_protocol(spec, plan),
             }
             if isinstance(spec, tables.FigureSpec):
                 from harness.report.figures import render_figure
@@ -114,6 +197,7 @@ def report(
                 for c in spec.columns
                 if c.dataset == d or c.dataset.startswith(d + "/")
             }
+            ctx["notes"] = params_notes(spec, df)
             paths = render_table(spec, df, where, ctx, reference=_with_published(spec, plan, ctx))
             if check_tex:
                 from harness.report.tables import compile_check

@@ -34,13 +34,19 @@ IMAGES = {
 # Backbone passes per evaluation, as (passes over ImageNet train, passes over the evaluated
 # set, backward too?) at the paper's recipes (harness/evaluators/*).
 PASSES = {
-    "linear": (50, 1, False),
+    # 50 augmented epochs; the selection split's and val's features once each.
+    "linear": (50, 2, False),
     "knn": (1, 1, False),
     "mlp": (1, 1, False),
-    "finetune": (300, 1, True),
-    "equivariance": (0, 0.04, False),
-    "transform_probe": (0, 0.5, False),
+    # DeiT scores val after every epoch (the best epoch is reported).
+    "finetune": (300, 300, True),
+    # 1000 images × 3 transformations × the two views (g1·x, g2·x) of a sampled pair.
+    "equivariance": (0, 0.12, False),
+    # 2 models (trained, random-init) × 2 views × 5 D4 elements × (100 per class of 1000
+    # classes + 50 000 val): 3.0M passes.
+    "transform_probe": (0, 60, False),
     "tsne": (0, 0.02, False),
+    "params": (0, 0, False),  # counted on the meta device
 }
 
 

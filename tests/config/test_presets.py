@@ -26,7 +26,8 @@ def test_deltas_state_only_what_differs():
     assert set(presets.DELTAS["tiny"]["linear"]) == {
         "epochs",
         "batch_size",
-        "base_lr",
+        "base_lrs",
+        "select_from",
         "augment",
         "resize",
     }
@@ -85,18 +86,32 @@ def test_tiny_and_micro_keep_their_old_values():
     assert tiny["recipe_by_base"] == {**bt, "dino": {"warmup_teacher_temp_epochs": 1}}
     assert tiny["addons"] == {"ser": {"ratio": 0.125}}
     assert micro["addons"] == {"ser": {"ratio": 0.25}}
+    # Issue 25: SER's sweep (two base lrs, the best of the last epochs on val, fp16) replaced
+    # the one base lr 0.5 scored at the last epoch.
+    lrs = {b: [0.5, 1.5] for b in ("moco_v3", "dino", "barlow_twins", "default")}
     old_tiny_linear = {
         "epochs": 100,
         "batch_size": 64,
-        "base_lr": 0.5,
+        "base_lrs": lrs,
+        "select_on": "val",
+        "select_from": 80,
+        "heldout": 0.01,
+        "precision": "fp16",
         "n_last": 4,
         "augment": False,
         "resize": 36,
     }
     assert tiny["linear"] == old_tiny_linear
-    assert micro["linear"] == {**old_tiny_linear, "epochs": 5, "batch_size": 32, "resize": 20}
+    assert micro["linear"] == {
+        **old_tiny_linear,
+        "epochs": 5,
+        "batch_size": 32,
+        "select_from": 3,
+        "resize": 20,
+    }
     assert tiny["knn"] == micro["knn"] == {"ks": [20], "temperature": 0.07}
-    assert tiny["mlp"]["epochs"] == 100 and tiny["mlp"]["standardize"] is True
+    # Issue 25: SIE's head sees raw features.
+    assert tiny["mlp"]["epochs"] == 100 and tiny["mlp"]["standardize"] is False
     assert micro["mlp"]["epochs"] == 2 and micro["mlp"]["hidden"] == 64
     old_tiny_finetune = {
         "epochs": 40,
@@ -108,6 +123,7 @@ def test_tiny_and_micro_keep_their_old_values():
         "auto_augment": None,
         "reprob": 0.0,
         "crop_scale": [0.3, 1.0],
+        "repeated_aug": 1,  # issue 25: DeiT's ×3 is the paper preset's
     }
     assert {k: tiny["finetune"][k] for k in old_tiny_finetune} == old_tiny_finetune
     assert {k: micro["finetune"][k] for k in ("epochs", "batch_size", "warmup_epochs")} == {

@@ -77,7 +77,7 @@ def test_overrides_reach_every_section():
 
 def test_run_id_ignores_runtime_and_evaluation_sections():
     base = C.run_id(C.resolve("moco_v3", "micro"))
-    for o in ("runtime.num_workers=2", "runtime.quiet=true", "linear.epochs=1", "mlp.lr=1e-4"):
+    for o in ("runtime.num_workers=2", "runtime.quiet=true", "linear.epochs=7", "mlp.lr=1e-4"):
         assert C.run_id(C.resolve("moco_v3", "micro", overrides=[o])) == base, o
     for o in ("train.max_steps=2", "recipe.base_lr=1e-3", "views.crop_min=0.2", "seed=1"):
         assert C.run_id(C.resolve("moco_v3", "micro", overrides=[o])) != base, o

@@ -30,7 +30,7 @@ BAD = [
     ("train.epochs=0", "[1, inf)"),
     ("train.max_steps=0", "[1, inf)"),
     ("linear.batch_size=0", "[1, inf)"),
-    ("linear.base_lr=-0.1", "(0, inf)"),
+    ("linear.base_lrs.moco_v3=[-0.1]", "(0, inf)"),
     ("linear.epochs=-1", "[1, inf)"),
     ("linear.n_last=13", "at most model.depth=12"),
     ("knn.ks=[20, 0]", "each entry allowed in [1, inf)"),

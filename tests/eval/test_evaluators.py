@@ -277,7 +277,8 @@ def test_transform_probe_perfect_and_constant_features():
     eye = torch.eye(4) * 3
     perfect_train = [eye[c] + 0.1 * torch.randn(40, 4, generator=g) for c in range(4)]
     perfect_test = [eye[c] + 0.1 * torch.randn(20, 4, generator=g) for c in range(4)]
-    quick = dict(epochs=10, batch_size=16, lr=1e-2)
+    # The single-image protocol (tests/eval/test_protocol_probes.py covers the relative one).
+    quick = dict(epochs=10, batch_size=16, lr=1e-2, target="absolute", hidden=64)
     acc, std = task_accuracy(perfect_train, perfect_test, seeds=2, **quick)
     assert acc >= 99.0 and std >= 0
     const = [torch.ones(40, 4) for _ in range(4)]
@@ -367,8 +368,9 @@ def test_mlp_probe_is_three_layers_and_learns_what_a_linear_head_cannot():
 
 
 def test_mlp_probe_does_not_depend_on_the_feature_scale():
-    # Standardised inputs: features 1000× smaller (as a small model's [CLS] can be) give the
-    # same probe; raw, Adam at lr 1e-3 barely moves on them in the same epochs.
+    # Standardised inputs (mlp.standardize=true, the named alternative): features 1000×
+    # smaller (as a small model's [CLS] can be) give the same probe; raw (the default, SIE's),
+    # Adam at lr 1e-3 barely moves on them in the same epochs.
     g = _gen(13)
     x = torch.rand(600, 2, generator=g) * 2 - 1
     y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).long()
@@ -378,7 +380,7 @@ def test_mlp_probe_does_not_depend_on_the_feature_scale():
             x[:400] * scale, y[:400], x[400:] * scale, y[400:], 2, epochs=20, hidden=64, **kw
         )
 
-    big, small, raw = probe(1.0), probe(1e-3), probe(1e-3, standardize=False)
+    big, small, raw = probe(1.0, standardize=True), probe(1e-3, standardize=True), probe(1e-3)
     assert big["top1"] > 90 and small["top1"] == pytest.approx(big["top1"], abs=2)
     assert raw["top1"] < 75
 
@@ -449,6 +451,7 @@ def test_equivariance_and_transform_probe_evaluators(micro_run):
     assert {"equiv_rotation", "equiv_hflip", "equiv_scale", "layer3/equiv_rotation"} <= set(eq)
     assert all(-1 <= v <= 1 + 1e-6 for v in eq.values())
     opts = {"layers": [1, 3], "per_class": 2, "epochs": 2, "seeds": 1}
+    before = set((run / "features").glob("*")) if (run / "features").exists() else set()
     tp = evaluator("transform_probe", "imagenet")(
         run, data, {**cfg, "transform_probe": {**cfg["transform_probe"], **opts}}, quiet=True
     )
@@ -456,3 +459,14 @@ def test_equivariance_and_transform_probe_evaluators(micro_run):
         for layer in (1, 3):
             assert 0 <= tp[f"{prefix}layer{layer}/rotation_pred_acc"] <= 100
             assert 0 <= tp[f"{prefix}layer{layer}/hflip_pred_acc"] <= 100
+    # One extraction per (view, D4 element, split, model): 2 × 5 × 2 × 2.
+    assert len(set((run / "features").glob("*")) - before) == 40
+    # View B is another crop of the same image than view A, the same one on every read.
+    from harness.eval import transform_probe as tpm
+
+    size, resize = cfg["model"]["img_size"], cfg["linear"]["resize"]
+    views = [tpm.probe_views(data, size, resize, 2, relative=True) for _ in range(2)]
+    a, b = (views[0][v][0]["train"][0][0] for v in ("A", "B"))
+    assert a.shape == b.shape and not torch.equal(a, b)
+    assert torch.equal(b, views[1]["B"][0]["train"][0][0])
+    assert set(tpm.probe_views(data, size, resize, 2, relative=False)) == {"A"}

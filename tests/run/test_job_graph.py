@@ -233,8 +233,9 @@ def test_plan_lists_jobs_and_gpu_hours_without_submitting(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert sum(" pretrain " in ln for ln in lines) == 7
-    assert sum(" eval " in ln for ln in lines) == 35
-    total = next(ln for ln in lines if ln.startswith("total: 42 jobs"))
+    # 7 rows × (5 sets of images + the parameter count)
+    assert sum(" eval " in ln for ln in lines) == 42
+    total = next(ln for ln in lines if ln.startswith("total: 49 jobs"))
     gpu_hours = float(total.split(",")[1].split("GPU-hours")[0].replace(",", ""))
     # ViT-S/16 MoCo-v3, 100 epochs of ImageNet: ~73 GFLOPs per image and step, so ~9.4 EFLOP,
     # ~21 GPU-hours per pretraining at 40 % of an A100's 312 TFLOP/s.
