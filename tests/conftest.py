@@ -49,3 +49,15 @@ def imagenet_jpeg(tmp_path_factory):
     return fx.write_fixtures(base / "fixtures-shared", fx.Config(), only=["imagenet_jpeg"])[
         "imagenet_jpeg"
     ]
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: small tensors run faster (and give the numbers
+    ``methods.departures.measured`` prints) than on two threads of a busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

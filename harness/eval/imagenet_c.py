@@ -22,7 +22,7 @@ from harness.eval.features import extract
 from harness.eval.imagenet_head import head_and_backbone
 from harness.eval.metrics import topk
 from harness.eval.robustness import imagenet_c_summary
-from harness.eval.transforms import refuse_smaller, robustness_transform
+from harness.eval.transforms import refuse_smaller, robustness_input
 
 # Bump when what this evaluator computes changes: results keyed by the old value are
 # never reused.
@@ -32,12 +32,7 @@ VERSION = 2
 
 def imagenet_c_transform(cfg: dict):
     """The transform ``robustness.preprocess`` names, for the job's ``cfg``."""
-    return robustness_transform(
-        cfg["robustness"]["preprocess"],
-        cfg["model"]["img_size"],
-        cfg["linear"]["resize"],
-        what="an ImageNet-C image",
-    )
+    return robustness_input(cfg, "an ImageNet-C image")
 
 
 def check_stored_sizes(sets: dict, img_size: int) -> None:

@@ -19,7 +19,7 @@ from harness.data.loading import loader_options
 from harness.data.readers import PERTURBATIONS, ImageNetP
 from harness.eval.imagenet_head import head_and_backbone
 from harness.eval.robustness import imagenet_p_metrics
-from harness.eval.transforms import refuse_smaller, robustness_transform
+from harness.eval.transforms import refuse_smaller, robustness_input
 
 # Bump when what this evaluator computes changes: results keyed by the old value are
 # never reused.
@@ -29,12 +29,7 @@ VERSION = 2
 
 def imagenet_p_transform(cfg: dict):
     """The per-frame transform ``robustness.preprocess`` names, for the job's ``cfg``."""
-    return robustness_transform(
-        cfg["robustness"]["preprocess"],
-        cfg["model"]["img_size"],
-        cfg["linear"]["resize"],
-        what="an ImageNet-P frame",
-    )
+    return robustness_input(cfg, "an ImageNet-P frame")
 
 
 def first_frame_size(path) -> tuple[int, int]:

@@ -86,6 +86,13 @@ def robustness_transform(
     )
 
 
+def robustness_input(cfg: dict, what: str) -> T.Compose:
+    """``robustness_transform`` as a job's ``cfg`` sets it (``robustness.preprocess``)."""
+    return robustness_transform(
+        cfg["robustness"]["preprocess"], cfg["model"]["img_size"], cfg["linear"]["resize"], what
+    )
+
+
 class PatchCrop:
     """Centre crop of a PIL image to the largest multiple of ``patch`` on each side: the ViT
     cuts whole patches only. A no-op on 3DIEBench's 256² images at patch 16 (or 8, 4); it

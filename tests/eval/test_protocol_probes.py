@@ -17,14 +17,7 @@ from harness.eval import transform_probe as tp
 from harness.eval.heads import Standardize, fit_mlp, train_head
 from harness.model.group import D4
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tensors this small run slower on two threads of a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _gen(seed=0):

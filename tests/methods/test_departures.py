@@ -29,13 +29,7 @@ OURS = {d.key for d in DEPARTURES if (d.measure or "").startswith("harness.tools
 NUMBER = re.compile(r"\d")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # As ``measured`` runs them: one thread (same numbers, faster on small tensors).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _entry(key: str) -> Departure:
