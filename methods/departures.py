@@ -30,6 +30,8 @@ class Departure:
     # tensors (CPU, well under a second), the size of the difference and returns it as one
     # line; ``measured`` calls it, so the printed number and the code cannot disagree.
     measure: str | None = None
+    # Where a switch exists but nothing can be measured on fixed tensors: why not.
+    unmeasured: str | None = None
 
 
 DEPARTURES: tuple[Departure, ...] = (
@@ -253,6 +255,8 @@ def measured(d: Departure) -> str:
     """The measured size of ``d``'s effect, one line: ``d.measure``'s function called now (on
     fixed tensors, so the number printed is the one the code gives today)."""
     if d.measure is None:
+        if d.unmeasured:
+            return f"not measured: {d.unmeasured}"
         if d.other is None:
             return "not measured: there is no switch to the other behaviour to compare with"
         return "not measured yet"

@@ -48,6 +48,7 @@ EVAL_DEPARTURES: tuple[Departure, ...] = (
         "DINO rows sweep MoCo-v3's 3 and 10 (linear.base_lrs.dino)",
         "linear.base_lrs.dino=[1,3]",
         "the public code gives no DINO values; the paper's text names none",
+        unmeasured="the public code has no DINO value to compare with",
     ),
     Departure(
         "robustness-preprocess",
@@ -68,6 +69,7 @@ EVAL_DEPARTURES: tuple[Departure, ...] = (
         "an image smaller than model.img_size is refused in one line naming its size",
         "robustness.preprocess=resize",
         "never pad silently; the released sets are all 224², so it never triggers on them",
+        unmeasured="a refusal has no size; on the released 224² sets it never happens",
     ),
     Departure(
         "iebench-input",
@@ -188,6 +190,7 @@ EVAL_DEPARTURES: tuple[Departure, ...] = (
         "transform_probe.target=absolute",
         "the paper reports a classification accuracy per layer; `absolute` predicts each "
         "single image's own element (the harness's earlier probe)",
+        unmeasured="a class accuracy and SIE's quaternion R² share no number",
     ),
     Departure(
         "transform-probe-views",

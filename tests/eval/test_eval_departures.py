@@ -22,6 +22,9 @@ def test_keys_are_unique_across_both_lists():
 def test_every_switch_has_a_measure_or_a_reason():
     missing = {d.key for d in EVAL_DEPARTURES if d.other and not d.measure}
     assert missing == UNMEASURED
+    for d in EVAL_DEPARTURES:
+        if d.key in UNMEASURED:
+            assert d.unmeasured and measured(d) == f"not measured: {d.unmeasured}"
 
 
 @pytest.mark.parametrize("d", [d for d in EVAL_DEPARTURES if d.measure], ids=lambda d: d.key)

@@ -17,7 +17,10 @@ from harness.run.profiles import load_profile
 from harness.train import pretrain
 from tests.helpers import wait_for_slurm
 
-STEPS = 120
+# Long enough that what is left after step 20 outlasts Slurm's kill grace (KillWait 5 s plus
+# srun's wait, slurm/local-up.sh): at about 25 micro steps a second, 120 steps left a requeued
+# job time to finish before SIGKILL, and it never resumed.
+STEPS = 360
 
 
 def _job(results: Path, ckpt_every: int = 10_000) -> Job:
