@@ -4,6 +4,7 @@ the same wandb run (read back from the .wandb files, as `wandb sync` would uploa
 import json
 import struct
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -155,13 +156,28 @@ def test_missing_wandb_is_one_line_naming_the_fix(monkeypatch, tmp_path):
         tracking.start(cfg, tmp_path, "pretrain")
 
 
+def _written(f: Path, timeout_s: float = 30.0) -> list:
+    """The file's records once wandb's service has flushed them: ``finish`` can return while
+    the service still writes (seen on a quiet CI machine: a header and no record yet)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if records := read_wandb(f):
+                return records
+        except AssertionError:  # a record half written
+            pass
+        if time.monotonic() > deadline:
+            return read_wandb(f)
+        time.sleep(0.2)
+
+
 def test_reader_refuses_a_corrupt_file(offline, tmp_path):
     cfg = C.with_runtime(C.resolve("moco_v3", "micro"), wandb=True, quiet=True)
     run = tracking.start(cfg, tmp_path, "pretrain")
     run.log({"loss": 1.0}, step=1)
     run.finish()
     (f,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    assert read_wandb(f)
+    assert _written(f)
     blob = bytearray(f.read_bytes())
     blob[20] ^= 0xFF
     f.write_bytes(bytes(blob))
