@@ -37,7 +37,7 @@ VERSION = 1
 METRICS = ("mAP", "mAP50", "mAP75")
 DETECTRON2_COMMIT = "02b5c4e295e990042a714712c21dc79b731e8833"
 INSTALL = (
-    "detectron2 is not installed: `make venv` builds it, or after torch run "
+    "detectron2 is not installed: `make detection` builds it, or after torch run "
     "`pip install --no-build-isolation "
     f"'git+https://github.com/facebookresearch/detectron2.git@{DETECTRON2_COMMIT}'`"
 )

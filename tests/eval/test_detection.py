@@ -16,7 +16,7 @@ from harness.eval import detection
 from harness.eval.registry import evaluator
 from tests.slurm_fixture import in_ci
 
-REASON = "detectron2 is not installed (`make venv` builds it from source at the pinned commit)"
+REASON = "detectron2 is not installed (`make detection` builds it from source at the pinned commit)"
 try:
     import detectron2  # noqa: F401
 except ImportError:

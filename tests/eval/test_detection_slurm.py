@@ -24,7 +24,7 @@ try:
 except ImportError:
     if in_ci():  # `make test` installs it: in CI its absence is a failure, not a skip
         raise
-    pytest.skip("detectron2 is not installed (`make venv` builds it)", allow_module_level=True)
+    pytest.skip("detectron2 is not installed (`make detection` builds it)", allow_module_level=True)
 
 
 def _lines(path: Path) -> list[dict]:
