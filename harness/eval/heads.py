@@ -1,6 +1,6 @@
-"""Heads trained on frozen inputs (tensors in, a trained head out): the linear probe's SGD
-recipe (spec/evals.md §7.1) and the Adam loop the MLP, transformation and 3DIEBench probes
-share (§7.3). The bottom of ``harness.eval``: no data, no backbones."""
+"""Heads trained on frozen inputs (tensors in, a trained head out): the Adam loop the MLP,
+transformation and 3DIEBench probes share (§7.3); the linear probe's SGD sweep is
+``harness.eval.sweep``. The bottom of ``harness.eval``: no data, no backbones."""
 
 from __future__ import annotations
 
@@ -11,61 +11,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
-
-
-def train_linear_head(
-    epoch_batches,
-    d: int,
-    n_classes: int,
-    epochs: int,
-    batch_size: int,
-    base_lr: float,
-    g: torch.Generator,
-    device="cpu",
-    quiet=False,
-) -> nn.Linear:
-    """The probe recipe: Linear(N(0, 0.01), 0), SGD m 0.9 wd 0, lr·B/256, cosine per epoch.
-
-    ``epoch_batches()`` yields (features, labels) for one epoch.
-    """
-    head = nn.Linear(d, n_classes)
-    nn.init.normal_(head.weight, std=0.01, generator=g)
-    nn.init.zeros_(head.bias)
-    head = head.to(device)
-    opt = torch.optim.SGD(
-        head.parameters(), lr=base_lr * batch_size / 256, momentum=0.9, weight_decay=0.0
-    )
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0)
-    for _ in tqdm(range(epochs), desc="linear", disable=quiet, leave=False):
-        for x, y in epoch_batches():
-            loss = nn.functional.cross_entropy(head(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-    return head.cpu()
-
-
-def fit_linear(
-    train_x,
-    train_y,
-    n_classes: int,
-    epochs: int,
-    batch_size: int,
-    base_lr: float,
-    seed: int = 0,
-    quiet=False,
-) -> nn.Linear:
-    """The probe on cached features."""
-    g = torch.Generator().manual_seed(seed)
-
-    def batches():
-        for idx in torch.randperm(len(train_x), generator=g).split(batch_size):
-            yield train_x[idx], train_y[idx]
-
-    return train_linear_head(
-        batches, train_x.shape[1], n_classes, epochs, batch_size, base_lr, g, quiet=quiet
-    )
 
 
 def mlp_head(d: int, out: int, hidden: int = 1024) -> nn.Sequential:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from harness.data import ImageFolderDataset
 from harness.data.loading import SeededDraws, loader_options
 from harness.eval.features import checkpoint_id, eval_backbone, extract, run_features
-from harness.eval.sweep import autocast, train_sweep
+from harness.eval.sweep import autocast, epochs_of, top1_scorer, train_sweep
 from harness.eval.transforms import eval_transform, train_transform
 from harness.io import save_torch
 
@@ -89,20 +89,6 @@ def imagenet_head(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = False
     return imagenet_probe(run_dir, data_root, cfg, quiet)[0]
 
 
-def _scorer(x: torch.Tensor, y: torch.Tensor, batch: int):
-    """top-1 (percent) of a head on fixed features, in chunks, as SER's ``validate``."""
-
-    def score(head: nn.Module) -> float:
-        dev = next(head.parameters()).device
-        hits = sum(
-            (head(xs.to(dev)).argmax(1).cpu() == ys).sum().item()
-            for xs, ys in zip(x.split(batch), y.split(batch))
-        )
-        return 100.0 * hits / len(y)
-
-    return score
-
-
 def _fit_cached(run_dir: Path, data_root: Path, cfg: dict, quiet: bool):
     """Small presets: the sweep on the cached features the k-NN and MLP probes share
     (extracted once in fp32; the heads run at ``linear.precision``)."""
@@ -115,21 +101,15 @@ def _fit_cached(run_dir: Path, data_root: Path, cfg: dict, quiet: bool):
         keep, held = heldout_split(y.tolist(), lc["heldout"], cfg["seed"])
         sx, sy = x[held], y[held]
         x, y = x[keep], y[keep]
-    g = torch.Generator().manual_seed(cfg["seed"])
-
-    def batches(epoch):
-        for idx in torch.randperm(len(x), generator=g).split(lc["batch_size"]):
-            yield x[idx], y[idx]
-
     return train_sweep(
-        batches,
+        epochs_of(x, y, lc["batch_size"], cfg["seed"]),
         x.shape[1],
         va["n_classes"],
         lc["epochs"],
         lc["batch_size"],
         base_lrs(cfg),
         lc["select_from"],
-        _scorer(sx, sy, lc["batch_size"]),
+        top1_scorer(sx, sy, lc["batch_size"]),
         seed=cfg["seed"],
         precision=lc["precision"],
         quiet=quiet,
@@ -190,7 +170,7 @@ def _fit_augmented(run_dir: Path, data_root: Path, cfg: dict, quiet: bool):
         lc["batch_size"],
         base_lrs(cfg),
         lc["select_from"],
-        _scorer(sx, sy, lc["batch_size"]),
+        top1_scorer(sx, sy, lc["batch_size"]),
         seed=seed,
         device=device,
         precision=lc["precision"],
@@ -209,10 +189,10 @@ def head_and_backbone(run_dir: Path, data_root: Path, cfg: dict, quiet: bool = F
 def selection_effect() -> str:
     """``linear.select_on``: selecting on the reported split (SER's) against a held-out share
     of train, on fixed features; the gap is how much selecting on val flatters val."""
-    from harness.eval.sweep import _batches, _clusters, _scorer_top1
+    from harness.eval.sweep import clusters
 
-    x, y = _clusters(512)
-    vx, vy = _clusters(256, seed=1)
+    x, y = clusters(512)
+    vx, vy = clusters(256, seed=1)
     keep, held = heldout_split(y.tolist(), 0.1, 0)
     lrs = [0.03, 0.3, 3.0, 30.0]
     picks = {}
@@ -221,9 +201,10 @@ def selection_effect() -> str:
         "heldout": (x[keep], y[keep], x[held], y[held]),
     }.items():
         head, rec = train_sweep(
-            _batches(tx, ty, 128), 32, 10, 10, 128, lrs, 5, _scorer_top1(sx, sy)
+            epochs_of(tx, ty, 128), 32, 10, 10, 128, lrs, 5, top1_scorer(sx, sy)
         )
-        picks[name] = (rec, _scorer_top1(vx, vy)(head))
+        with torch.no_grad():
+            picks[name] = (rec, top1_scorer(vx, vy)(head))
     (rv, av), (rh, ah) = picks["val"], picks["heldout"]
     return (
         f"val picks base lr {rv['lr']:g} epoch {rv['epoch']} (val top-1 {av:.2f}), held-out "

@@ -10,7 +10,7 @@ epoch) over all heads, the first learning rate of the list on a tie.
 
 ``precision="fp16"`` runs each head's forward and loss under fp16 autocast without a gradient
 scaler, as the script does (its ``GradScaler`` is built and left unused). The bottom of
-``harness.eval``: no data, no backbones.
+``harness.eval`` above ``heads``: no data, no backbones.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 from tqdm import tqdm
+
+from harness.eval.heads import shuffled
 
 
 def autocast(device, precision: str):
@@ -111,48 +113,79 @@ def train_sweep(
     return head.eval(), record
 
 
-def _clusters(n: int, d: int = 32, classes: int = 10, seed: int = 0):
-    """Fixed features: ``classes`` Gaussian clusters, overlapping so that the probe's
-    settings move its accuracy."""
+def top1_scorer(x: torch.Tensor, y: torch.Tensor, batch: int = 4096):
+    """``score`` for ``train_sweep``: a head's top-1 (percent) on fixed features, in chunks
+    on the head's device, as SER's ``validate`` counts it."""
+
+    def score(head: nn.Module) -> float:
+        dev = next(head.parameters()).device
+        hits = sum(
+            (head(xs.to(dev)).argmax(1).cpu() == ys).sum().item()
+            for xs, ys in zip(x.split(batch), y.split(batch))
+        )
+        return 100.0 * hits / len(y)
+
+    return score
+
+
+def epochs_of(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0):
+    """``epoch_batches`` for ``train_sweep`` over cached features: a fresh seeded order each
+    epoch (``heads.shuffled``)."""
+    epoch = shuffled(x, y, batch_size, torch.Generator().manual_seed(seed))
+    return lambda _: epoch()
+
+
+def fit_linear(
+    train_x,
+    train_y,
+    n_classes: int,
+    epochs: int,
+    batch_size: int,
+    base_lr: float,
+    seed=0,
+    quiet=True,
+) -> nn.Linear:
+    """One head at one lr on cached features, the last epoch's: the sweep of one learning
+    rate scored only after its last epoch."""
+    head, _ = train_sweep(
+        epochs_of(train_x, train_y, batch_size, seed),
+        train_x.shape[1],
+        n_classes,
+        epochs,
+        batch_size,
+        [base_lr],
+        epochs - 1,
+        lambda h: 0.0,
+        seed=seed,
+        quiet=quiet,
+    )
+    return head
+
+
+def clusters(n: int, d: int = 32, classes: int = 10, seed: int = 0):
+    """Fixed features for the measures: ``classes`` Gaussian clusters, overlapping so that
+    the probe's settings move its accuracy."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(classes, d, generator=torch.Generator().manual_seed(99))
     y = torch.arange(n) % classes
     return centres[y] * 0.35 + torch.randn(n, d, generator=g), y
 
 
-def _top1(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return 100.0 * (head(x).argmax(1) == y).float().mean().item()
-
-
-def _batches(x: torch.Tensor, y: torch.Tensor, batch: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-
-    def epoch_batches(epoch):
-        for idx in torch.randperm(len(x), generator=g).split(batch):
-            yield x[idx], y[idx]
-
-    return epoch_batches
-
-
 def precision_effect() -> str:
     """``linear.precision``: fp16 autocast (SER's) against fp32, same data, seed and lr."""
-    x, y = _clusters(1024)
-    vx, vy = _clusters(512, seed=1)
+    x, y = clusters(1024)
+    vx, vy = clusters(512, seed=1)
     out = {}
     for p in ("fp16", "fp32"):
         out[p] = train_sweep(
-            _batches(x, y, 256), 32, 10, 10, 256, [3.0], 9, lambda h: 0.0, precision=p
+            epochs_of(x, y, 256), 32, 10, 10, 256, [3.0], 9, lambda h: 0.0, precision=p
         )[0]
     w16, w32 = out["fp16"].weight, out["fp32"].weight
     rel = ((w16 - w32).norm() / w32.norm()).item()
-    a16, a32 = _top1(out["fp16"], vx, vy), _top1(out["fp32"], vx, vy)
+    with torch.no_grad():
+        a16, a32 = (top1_scorer(vx, vy)(out[p]) for p in ("fp16", "fp32"))
     return (
         f"fp16 vs fp32 head weights differ by {100 * rel:.2g} % (relative L2); val top-1 "
         f"{a16:.2f} vs {a32:.2f} ({a16 - a32:+.2f} points; 10 Gaussian classes, 1024 training "
         f"features of width 32, 10 epochs at base lr 3)"
     )
-
-
-def _scorer_top1(x: torch.Tensor, y: torch.Tensor):
-    return lambda head: _top1(head, x, y)

@@ -56,6 +56,7 @@ def table_protocol(spec, plan: list) -> str:
     from harness.eval.protocols import BASE_LABELS, PER_ROW, describe
 
     found: dict[tuple[str, str], dict[str, list]] = {}
+    bases: dict[str, str | None] = {}  # method -> its base method
     for j in plan:
         if j.kind != "eval" or not j.done():
             continue
@@ -69,6 +70,7 @@ def table_protocol(spec, plan: list) -> str:
             fields = [("recorded", "a protocol this harness no longer describes")]
         if fields:
             found.setdefault((j.evaluation, j.dataset), {})[j.cfg["method"]] = fields
+            bases[j.cfg["method"]] = j.cfg.get("base")
     parts: dict[tuple[str, str], list[str]] = {}
     for (evaluation, dataset), rows in found.items():
         shared = {m: [(k, t) for k, t in f if k not in PER_ROW] for m, f in rows.items()}
@@ -89,8 +91,7 @@ def table_protocol(spec, plan: list) -> str:
                 continue
             by_text: dict[str, list[str]] = {}
             for m, f in rows.items():
-                base = next((j.cfg.get("base") for j in plan if j.cfg["method"] == m), None)
-                by_text.setdefault(dict(f)[k], []).append(BASE_LABELS.get(base, m))
+                by_text.setdefault(dict(f)[k], []).append(BASE_LABELS.get(bases[m], m))
             if len(by_text) == 1:
                 texts.append(t)
             else:

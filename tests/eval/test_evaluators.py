@@ -15,12 +15,13 @@ from harness.eval import features as feat
 from harness.eval import robustness as rob
 from harness.eval.equivariance import backbone_encoder, equivariance
 from harness.eval.finetune import finetune
-from harness.eval.heads import fit_linear, mlp_head
+from harness.eval.heads import mlp_head
 from harness.eval.iebench_probes import classify_objects, r2_score, relative_rotation
 from harness.eval.knn import knn_classify, knn_scores
 from harness.eval.metrics import topk
 from harness.eval.mlp import mlp_probe
 from harness.eval.registry import evaluator
+from harness.eval.sweep import fit_linear
 from harness.eval.transform_probe import task_accuracy
 from harness.model.backbone import Backbone, BackboneConfig
 
