@@ -137,7 +137,7 @@ def _with_rows(spec, methods: str | None, results=None, importing: bool = False)
         return spec
     from dataclasses import replace
 
-    from harness.tools.checkpoints import imported_row
+    from harness.checkpoints.exchange import imported_row
     from methods.registry import parse
 
     rows = tuple(m.strip() for m in methods.split(",") if m.strip())
@@ -182,7 +182,7 @@ def cmd_report(a) -> int:
 
 
 def cmd_import(a) -> int:
-    from harness.tools.checkpoints import import_checkpoint
+    from harness.checkpoints.exchange import import_checkpoint
 
     run_dir, written = import_checkpoint(
         a.name, a.path, a.format, a.overrides, a.results, a.preset, a.method
@@ -199,7 +199,7 @@ def cmd_import(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from harness.tools.checkpoints import export_timm, resolve_run
+    from harness.checkpoints.exchange import export_timm, resolve_run
 
     run_dir = resolve_run(a.run, a.results)
     out = Path(a.out) if a.out else Path(a.results) / "exports" / f"{run_dir.name}-timm.pth"
@@ -215,8 +215,8 @@ def cmd_export(a) -> int:
 def cmd_audit(a) -> int:
     import torch.distributed
 
+    from harness.instruments.audit import audit
     from harness.parallel import dist
-    from harness.tools.audit import audit
 
     try:
         # Under torchrun: every rank, one global batch.
@@ -241,7 +241,7 @@ def cmd_audit(a) -> int:
 
 def cmd_flops(a) -> int:
     from harness import config as C
-    from harness.tools.flops import step_flops
+    from harness.instruments.flops import step_flops
     from methods.registry import parse
 
     batch = a.batch or (256 if a.preset == "paper" else None)
@@ -257,7 +257,7 @@ def cmd_flops(a) -> int:
 
 
 def cmd_params(a) -> int:
-    from harness.tools.flops import params_millions
+    from harness.instruments.flops import params_millions
 
     m = params_millions(a.method, a.preset, a.overrides)
     print(f"{a.method} @ {a.preset}: {m:.2f}M trainable parameters (online model)")

@@ -22,11 +22,11 @@ from tqdm import tqdm
 from harness import config as C
 from harness.data.batches import to_device
 from harness.errors import HarnessError
+from harness.instruments.audit import random_batch
+from harness.instruments.flops import config_step_flops
 from harness.io import write_json
 from harness.provenance import code_version
 from harness.schedule import Progress
-from harness.tools.audit import random_batch
-from harness.tools.flops import config_step_flops
 from harness.train.loop import compile_backbones, lr_at, make_optimizer, train_step
 
 

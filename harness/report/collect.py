@@ -135,8 +135,8 @@ def _with_published(spec, plan: list, ctx: dict) -> pd.DataFrame | None:
     """The paper's numbers plus, for rows that are imported released checkpoints, their
     published numbers (tables/reference/published.csv), so the report shows the delta to
     those as it does to the paper's. None when no row is such an import."""
+    from harness.checkpoints.exchange import published_cells
     from harness.report.tables import KEY, load_reference
-    from harness.tools.checkpoints import published_cells
 
     published = {}
     for j in plan:

@@ -17,13 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import config as C
+from harness.checkpoints.exchange import imported_config, job_config
 from harness.config import presets
 from harness.config.evaluations import EVALUATIONS, sections_read
 from harness.errors import HarnessError
 from harness.eval.metrics import metrics_problem
 from harness.io import StorageError, try_read_json, write_json
 from harness.provenance import code_version
-from harness.tools.checkpoints import imported_config, job_config
 
 
 @dataclass

@@ -104,7 +104,7 @@ def estimate(
 ) -> list[dict]:
     """Hours per job. ``loader_img_s`` (source images/s one loader worker delivers, from
     ``harness bench loader``) caps a pretraining at what the profile's workers can feed."""
-    from harness.tools.flops import config_step_flops
+    from harness.instruments.flops import config_step_flops
 
     tflops = profile.get("gpu_tflops")
     if not tflops and not step_time:

@@ -9,7 +9,7 @@ from harness import config as C
 from harness.bench.step import bench_step
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.tools.flops import config_step_flops
+from harness.instruments.flops import config_step_flops
 
 
 def test_rows_are_made_of_the_measured_times_and_the_counted_flops():

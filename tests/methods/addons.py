@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import config as C
-from harness.tools.audit import random_batch
+from harness.instruments.audit import random_batch
 
 
 def setup(name, seed=0):

@@ -18,9 +18,9 @@ from harness import config as C
 from harness.data.augment import IDX, STD, Pipeline, encode
 from harness.data.batches import build_policy
 from harness.errors import HarnessError
+from harness.instruments.audit import audit
+from harness.instruments.flops import params_millions
 from harness.schedule import Progress
-from harness.tools.audit import audit
-from harness.tools.flops import params_millions
 from methods.augself import color_vector, crop_target, crop_vector
 from methods.equimod import VECTOR_NAMES
 from methods.losses import nt_xent

@@ -20,12 +20,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.tools import effects as E
+from harness.instruments import effects as E
 from methods.departures import DEPARTURES, Departure, markdown, measured, render
 
-# Entries whose measuring function lives in harness/tools/effects.py (this file checks their numbers);
+# Entries whose measuring function lives in harness/instruments/effects.py (this file checks their numbers);
 # the others' owners check theirs (tests/methods/test_addons_repositories.py, test_essl_public.py…).
-OURS = {d.key for d in DEPARTURES if (d.measure or "").startswith("harness.tools.effects:")}
+OURS = {d.key for d in DEPARTURES if (d.measure or "").startswith("harness.instruments.effects:")}
 NUMBER = re.compile(r"\d")
 
 

@@ -7,9 +7,9 @@ import torch
 
 from harness import config as C
 from harness.errors import HarnessError
+from harness.instruments.audit import audit, random_batch
+from harness.instruments.flops import params_millions, step_flops
 from harness.schedule import Progress
-from harness.tools.audit import audit, random_batch
-from harness.tools.flops import params_millions, step_flops
 from methods.registry import parse
 
 ROWS = ["moco_v3", "moco_v3+ser", "dino", "dino+ser", "barlow_twins", "barlow_twins+ser"]

@@ -34,8 +34,8 @@ from harness.data.batches import PretrainBatches, build_policy
 from harness.data.photometric import render
 from harness.data.views import LOCAL_CROPS, Augmentations, local_crops_effect
 from harness.errors import HarnessError
+from harness.instruments.audit import random_batch
 from harness.schedule import Progress
-from harness.tools.audit import random_batch
 from methods.moco_v3 import MoCoV3, multicrop_scale_effect
 
 TAU = 0.2  # MoCo-v3's ViT temperature (SER's --moco-t 0.2)

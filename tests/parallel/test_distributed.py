@@ -31,10 +31,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from harness import config as C
+from harness.instruments.audit import audit, random_batch, shard_batch
 from harness.parallel import dist as hdist
 from harness.parallel.global_bn import convert_global_batchnorm, global_batchnorm
 from harness.schedule import Progress
-from harness.tools.audit import audit, random_batch, shard_batch
 from tests.helpers import free_port
 
 NAMES = ["moco_v3", "dino", "barlow_twins", "moco_v3+ser", "dino+ser", "barlow_twins+ser"]

@@ -200,8 +200,8 @@ def ser_gradient_norms() -> tuple[float, float, float, int]:
     """‖∂(λ·L_equiv)/∂(blocks 1…k)‖ for ``moco_v3+ser`` and ``+ser_detached``, L_inv's on the
     same blocks, and k: micro, one real batch of noise images, the same weights."""
     from harness import config as C
+    from harness.instruments.audit import random_batch
     from harness.schedule import Progress
-    from harness.tools.audit import random_batch
 
     def norm(loss, params):
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)

@@ -16,7 +16,7 @@ The files are read-only. Every key of the source is either loaded or deliberatel
 (heads, optimiser state, the other branch); a missing, unexpected or mis-shaped backbone key
 stops the import with one line naming it: never a silent partial load.
 
-The key layouts of the formats are read in ``harness.tools.checkpoint_layouts``.
+The key layouts of the formats are read in ``harness.checkpoints.layouts``.
 
 ``export_timm`` writes a run's evaluated backbone as a timm ``VisionTransformer`` state dict,
 as ``.pth`` and ``.safetensors``.
@@ -36,15 +36,15 @@ from pathlib import Path
 
 from safetensors.torch import save as safetensors_save
 
-from harness.errors import HarnessError
-from harness.io import _atomic, save_torch, shareable, write_json, write_text
-from harness.tools.checkpoint_layouts import (
+from harness.checkpoints.layouts import (
     FORMATS,
     arch_text,
     detect_format,
     parse_options,
     read_source,
 )
+from harness.errors import HarnessError
+from harness.io import _atomic, save_torch, shareable, write_json, write_text
 
 # The harness base method whose config an import starts from (evaluation recipes, data).
 BASE = {"dino": "dino", "moco_v3": "moco_v3", "timm": "dino", "ser": "moco_v3"}

@@ -1,5 +1,5 @@
 """Published and foreign checkpoints read into the harness Backbone's state dict, one reader
-per key layout; nothing is written here (``harness.tools.checkpoints`` makes runs of them).
+per key layout; nothing is written here (``harness.checkpoints.exchange`` makes runs of them).
 
 Key layouts (from the public model definitions):
 

@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from harness import config as C
+from harness.checkpoints.exchange import import_checkpoint
+from harness.checkpoints.layouts import load_backbone
 from harness.cli import main
 from harness.config import load_trained
 from harness.errors import HarnessError
-from harness.tools.checkpoint_layouts import load_backbone
-from harness.tools.checkpoints import import_checkpoint
 
 WIDTH, HEADS, PATCH, IMG, DEPTH = 48, 3, 16, 64, 4
 N_LAST = 4  # the linear probe's feature: final-LN [CLS] of the last 4 blocks

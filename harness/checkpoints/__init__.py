@@ -1,0 +1,1 @@
+"""Checkpoint exchange: import published checkpoints as runs, export runs for timm."""
