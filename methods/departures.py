@@ -7,7 +7,7 @@ prints this list and README.md's table mirrors it; a test keeps the two in step.
 have; ``None`` where there is none yet (the entry then says what stands in the way).
 
 ``measure`` names the function that measures the size of the difference now, on fixed tensors
-(``harness/tools/effects.py``, or the method's own module); ``measured`` calls it, and both the
+(``harness/instruments/effects.py``, or the method's own module); ``measured`` calls it, and both the
 listing and the table print its line. The texts state what differs, the line by how much.
 """
 
@@ -42,7 +42,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "L_equiv's gradient reaches the backbone, as the paper's equations state",
         "+ser_detached",
         "the paper describes a regulariser of the encoder; the detached one is the ablation",
-        measure="harness.tools.effects:ser_gradient_effect",
+        measure="harness.instruments.effects:ser_gradient_effect",
     ),
     Departure(
         "pos-embed-interpolation",
@@ -55,7 +55,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "matches the public code; `model.pos_interp=timm` gives timm's resample_abs_pos_embed to "
         "the target size (F.interpolate with size=, which maps coordinates by the size ratio, "
         "not by the public code's +0.1 factors)",
-        measure="harness.tools.effects:pos_interp_effect",
+        measure="harness.instruments.effects:pos_interp_effect",
     ),
     Departure(
         "ser-projector-order",
@@ -66,7 +66,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "matches the public code; `@rho_first` applies ρ_g to the backbone's map and projects "
         "after (bicubic resizing does not commute with the GELU projector; the orders agree "
         "when both views share a grid)",
-        measure="harness.tools.effects:rho_first_effect",
+        measure="harness.instruments.effects:rho_first_effect",
     ),
     Departure(
         "ser-elements-per-gpu",
@@ -78,7 +78,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "+ser@shared_grid",
         "matches the public code; `@shared_grid` draws one grid and rotation per global step "
         "for all ranks (the harness's earlier behaviour)",
-        measure="harness.tools.effects:shared_grid_effect",
+        measure="harness.instruments.effects:shared_grid_effect",
     ),
     Departure(
         "frozen-patch-embed-init",
@@ -89,7 +89,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "model.patch_embed_init=moco_v3",
         "matches the public code; `model.patch_embed_init=moco_v3` gives MoCo-v3's own uniform "
         "±√(6/(3·p²+D)) with zero bias",
-        measure="harness.tools.effects:patch_embed_init_effect",
+        measure="harness.instruments.effects:patch_embed_init_effect",
     ),
     Departure(
         "dino-recipe",
@@ -99,7 +99,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "recipe.teacher_temp=0.04 recipe.min_lr=1e-6",
         "closed (issue 13): the defaults are SER's main_dino.py's; the switch restores the "
         "harness's earlier recipe (teacher temperature 0.04 constant, min_lr 1e-6)",
-        measure="harness.tools.effects:dino_recipe_effect",
+        measure="harness.instruments.effects:dino_recipe_effect",
     ),
     Departure(
         "barlow-twins-recipe",
@@ -111,7 +111,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "closed (issue 13): the defaults are SER's main_barlowtwins.py's for vit_small; the "
         "switch restores the harness's earlier recipe (the official Barlow Twins' bias group "
         "at bias_lr without decay, weights at 1e-6, global-norm clipping)",
-        measure="harness.tools.effects:barlow_recipe_effect",
+        measure="harness.instruments.effects:barlow_recipe_effect",
     ),
     Departure(
         "barlow-twins-gradient-scale",
@@ -122,7 +122,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "recipe.public_grad_scale=true",
         "the exact gradient is the loss the paper states; the switch gives the public 1/W "
         "gradient, on which clipping at 0.3 acts differently",
-        measure="harness.tools.effects:barlow_grad_scale_effect",
+        measure="harness.instruments.effects:barlow_grad_scale_effect",
     ),
     Departure(
         "augself-targets",
@@ -133,7 +133,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "+augself@original",
         "matches the public code; `@original` mirrors each view's centre by its own flip, as "
         "the AugSelf paper describes (the targets differ where exactly one view is flipped)",
-        measure="harness.tools.effects:augself_targets_effect",
+        measure="harness.instruments.effects:augself_targets_effect",
     ),
     Departure(
         "equimod-batching",
@@ -208,7 +208,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "matches the public code; `views.photometric=torchvision` gives the base methods' own "
         "repositories' pipeline (torchvision's ColorJitter with a per-image order, a 23×23 "
         "blur, solarize at 128)",
-        measure="harness.tools.effects:kornia_photometric_effect",
+        measure="harness.instruments.effects:kornia_photometric_effect",
     ),
     Departure(
         "ser-2plus4-loss",
@@ -219,7 +219,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "a token InfoNCE over one global and two local pairs that trains",
         None,
         "the public function computes nothing to reproduce: there is no switch to it",
-        measure="harness.tools.effects:ser_2plus4_effect",
+        measure="harness.instruments.effects:ser_2plus4_effect",
     ),
     Departure(
         "moco-v3-multicrop-scale",
