@@ -11,7 +11,7 @@ D2STAMP := .venv/.detectron2
 # do (≈ 3 minutes of compiling here).
 DETECTRON2 ?= git+https://github.com/facebookresearch/detectron2.git@02b5c4e295e990042a714712c21dc79b731e8833
 
-.PHONY: demo test lint venv detection clean
+.PHONY: demo test test-fast lint venv detection clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -34,7 +34,13 @@ demo: $(STAMP)
 	.venv/bin/harness run table2 --preset tiny --cluster local
 	.venv/bin/harness report table2
 
-# Independent tests on both cores (pytest-xdist); the Slurm tests share one cluster: serial.
+# The edit loop: every test not marked `slow` (end-to-end runs, paper shapes, subprocess
+# clusters) or `slurm`, on both cores; under 3 minutes here.
+test-fast: lint
+	$(PY) -m pytest -q -n 2 -m "not slurm and not slow" tests
+
+# Everything. Independent tests on both cores (pytest-xdist); the Slurm tests share one
+# cluster: serial.
 test: lint $(D2STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slurm" tests
 	$(PY) -m pytest -q -m slurm tests

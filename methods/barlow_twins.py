@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from harness.data.augment import BICUBIC
-from harness.data.views import SSLAugmentation
+from harness.data.pipelines import SSLAugmentation
 from methods.base import Method
 from methods.heads import barlow_projector
 from methods.losses import barlow_twins
@@ -29,6 +29,7 @@ class BarlowTwins(Method):
     # 2: SER's main_barlowtwins.py for vit_small: one AdamW group, weight decay 0.1,
     # per-tensor clipping at 0.3 (was: a bias group, decay 1e-6, global-norm clipping).
     version = 2
+    invariance_views = (2, 6)  # 2 views, or 2+4 (multicrop)
     recipe = {
         "base_lr": 1e-4,
         "lr_batch_scaling": True,

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
 
-from harness.data.views import SSLAugmentation
+from harness.data.pipelines import Augmentations, SSLAugmentation
+from harness.data.requests import ViewRequest
 from harness.errors import HarnessError
 from harness.model.backbone import Backbone, BackboneConfig
 from harness.schedule import Progress
@@ -31,6 +33,53 @@ MIN_WIDTH = 16  # no head narrower than this, however small the preset
 def scaled_width(paper_width: int, width_factor: float) -> int:
     """A head width at a preset's scale: the paper's width × ``width_factor``, at least 16."""
     return max(MIN_WIDTH, round(paper_width * width_factor))
+
+
+@dataclass(frozen=True)
+class Recipe(Mapping):
+    """A base method's paper-scale optimisation recipe: the entries every method needs, typed,
+    and its own ones (``options``). It reads as the mapping it was given, in the same order,
+    so the resolved config (and its hash) is the dict the class wrote."""
+
+    base_lr: float
+    weight_decay: float
+    warmup_epochs: float
+    options: dict = field(default_factory=dict)
+    order: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, method: str, entries) -> Recipe:
+        """``entries`` checked: a missing or non-numeric required entry is one line."""
+        if isinstance(entries, Recipe):
+            return entries
+        entries = dict(entries)
+        for key in RECIPE_REQUIRED:
+            if key not in entries:
+                raise HarnessError(
+                    f"base method '{method}' has no recipe['{key}']: add it to the class's "
+                    f"recipe (required: {', '.join(RECIPE_REQUIRED)})"
+                )
+            v = entries[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise HarnessError(
+                    f"base method '{method}' sets recipe['{key}'] = {v!r}: give a number"
+                )
+        rest = {k: v for k, v in entries.items() if k not in RECIPE_REQUIRED}
+        return cls(*(entries[k] for k in RECIPE_REQUIRED), rest, tuple(entries))
+
+    def __getitem__(self, key: str):
+        if key in RECIPE_REQUIRED:
+            return getattr(self, key)
+        return self.options[key]
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+RECIPE_REQUIRED = ("base_lr", "weight_decay", "warmup_epochs")
 
 
 @dataclass
@@ -104,8 +153,11 @@ class AddOn(nn.Module):
         """Create the add-on's own heads once the base method's networks exist (their widths
         at paper scale through ``self.width``)."""
 
-    def view_options(self) -> dict:
-        return {}
+    def view_request(self, augs: Augmentations) -> ViewRequest:
+        """What the add-on needs of the views beyond its ``requires``: equivariance pairs,
+        standardised parameters, kinds of view of its own (``ExtraView``s, built on the run's
+        ``augs``: its size, patch and photometric flavour)."""
+        return ViewRequest()
 
     def losses(
         self,
@@ -126,8 +178,13 @@ class Method(nn.Module):
     # The two-view SSL augmentation (crop scale, interpolation, blur / solarize p per view).
     augmentation: SSLAugmentation | None = None
     has_target = False  # a momentum / teacher network
-    # Paper-scale optimisation recipe; presets override scale-dependent entries.
-    recipe: dict = {}
+    # Paper-scale optimisation recipe; presets override scale-dependent entries. A dict in
+    # the class; registration checks it and makes it a ``Recipe``.
+    recipe: Mapping = {}
+    # How many views ``invariance_loss`` accepts (``online``: global views first, then local;
+    # each view policy's ``n_views``, harness.data.views). Two unless the method says more: a
+    # policy handing it another number is refused when the config is resolved.
+    invariance_views: tuple[int, ...] = (2,)
 
     def __init__(
         self,
@@ -253,18 +310,25 @@ class Method(nn.Module):
 
         Views come global first (``batch["n_global"]``), then local; only global views reach
         the target network. Extra inputs (the clean view, rotated crops) are encoded by the
-        online backbone in the same calls and handed to add-ons as ``batch["encoded"]``.
+        online backbone in the same calls and handed to add-ons as ``batch["encoded"]``, as
+        are the add-ons' own kinds of view (``batch["extra"]``, ``AddOn.view_request``).
         """
         taps = self.taps()
         views = batch["views"]
-        extras = [k for k in EXTRA_INPUTS if k in batch]
-        enc = self.encode_views(self.backbone, views + [[batch[k]] for k in extras], taps)
+        inputs = {k: batch[k] for k in EXTRA_INPUTS if k in batch} | batch.get("extra", {})
+        extras = list(inputs)
+        enc = self.encode_views(self.backbone, views + [[inputs[k]] for k in extras], taps)
         online = enc[: len(views)]
         batch["encoded"] = dict(zip(extras, enc[len(views) :]))
         target = None
         if self.has_target:
             with torch.no_grad():
                 target = self.encode_target(views[: batch.get("n_global", 2)], taps)
+        if len(online) not in self.invariance_views:
+            raise HarnessError(
+                f"'{self.name}' got {len(online)} views, its invariance_loss takes "
+                f"{' or '.join(map(str, self.invariance_views))}: pick a view policy that gives them"
+            )
         terms = {"loss_inv": self.invariance_loss(online, target, progress)}
         for a in self.addons:
             terms.update(a.losses(self, batch, online, target, progress))

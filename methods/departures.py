@@ -99,7 +99,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "recipe.teacher_temp=0.04 recipe.min_lr=1e-6",
         "closed (issue 13): the defaults are SER's main_dino.py's; the switch restores the "
         "harness's earlier recipe (teacher temperature 0.04 constant, min_lr 1e-6)",
-        measure="harness.instruments.effects:dino_recipe_effect",
+        measure="harness.instruments.recipe_effects:dino_recipe_effect",
     ),
     Departure(
         "barlow-twins-recipe",
@@ -111,7 +111,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "closed (issue 13): the defaults are SER's main_barlowtwins.py's for vit_small; the "
         "switch restores the harness's earlier recipe (the official Barlow Twins' bias group "
         "at bias_lr without decay, weights at 1e-6, global-norm clipping)",
-        measure="harness.instruments.effects:barlow_recipe_effect",
+        measure="harness.instruments.recipe_effects:barlow_recipe_effect",
     ),
     Departure(
         "barlow-twins-gradient-scale",
@@ -122,7 +122,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "recipe.public_grad_scale=true",
         "the exact gradient is the loss the paper states; the switch gives the public 1/W "
         "gradient, on which clipping at 0.3 acts differently",
-        measure="harness.instruments.effects:barlow_grad_scale_effect",
+        measure="harness.instruments.recipe_effects:barlow_grad_scale_effect",
     ),
     Departure(
         "augself-targets",
@@ -133,7 +133,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "+augself@original",
         "matches the public code; `@original` mirrors each view's centre by its own flip, as "
         "the AugSelf paper describes (the targets differ where exactly one view is flipped)",
-        measure="harness.instruments.effects:augself_targets_effect",
+        measure="harness.instruments.recipe_effects:augself_targets_effect",
     ),
     Departure(
         "equimod-batching",
@@ -208,7 +208,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "matches the public code; `views.photometric=torchvision` gives the base methods' own "
         "repositories' pipeline (torchvision's ColorJitter with a per-image order, a 23×23 "
         "blur, solarize at 128)",
-        measure="harness.instruments.effects:kornia_photometric_effect",
+        measure="harness.instruments.recipe_effects:kornia_photometric_effect",
     ),
     Departure(
         "ser-2plus4-loss",
@@ -219,7 +219,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "a token InfoNCE over one global and two local pairs that trains",
         None,
         "the public function computes nothing to reproduce: there is no switch to it",
-        measure="harness.instruments.effects:ser_2plus4_effect",
+        measure="harness.instruments.recipe_effects:ser_2plus4_effect",
     ),
     Departure(
         "moco-v3-multicrop-scale",
@@ -245,7 +245,7 @@ DEPARTURES: tuple[Departure, ...] = (
         "matches the public code; `views.local_crops=dino` gives DINO's main_dino.py local "
         "crops (scale (0.05, 0.4), bicubic, grayscale p=0.2), near the harness's earlier ones "
         "(which took the method's interpolation and shrank the blur to the 96-px crop)",
-        measure="harness.data.views:local_crops_effect",
+        measure="harness.data.pipelines:local_crops_effect",
     ),
 )
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from harness.data.augment import BICUBIC
-from harness.data.views import SSLAugmentation
+from harness.data.pipelines import SSLAugmentation
 from harness.parallel import dist
 from harness.schedule import cosine
 from methods.base import Method
@@ -28,6 +28,7 @@ class DINO(Method):
     # 2: SER's main_dino.py defaults: teacher temperature 0.04 → 0.07 over 10 epochs
     # (np.linspace, per epoch), min_lr 1e-5.
     version = 2
+    invariance_views = (2, 6)  # 2 views, or 2+4 (multicrop)
     recipe = {
         "base_lr": 1e-4,
         "lr_batch_scaling": True,

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from harness.data.augment import IDX, PARAMS
+from harness.data.requests import ViewRequest
 from methods.base import AddOn, Encoded
 from methods.heads import moco_mlp
 from methods.losses import moco_v3_contrastive, nt_xent
@@ -77,8 +78,8 @@ class EquiMod(AddOn):
             return {"lam" if m.group(1) == "lambda" else "tau": float(m.group(2))}
         return super().parse_modifier(token)
 
-    def view_options(self):
-        return {"standardise_params": True}
+    def view_request(self, augs) -> ViewRequest:
+        return ViewRequest(standardise_params=True)
 
     def attach(self, method):
         d, e = method.backbone.width, self.width(self.out_width)

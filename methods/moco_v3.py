@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from harness.data.augment import BILINEAR
-from harness.data.views import SSLAugmentation
+from harness.data.pipelines import SSLAugmentation
 from harness.errors import HarnessError
 from harness.schedule import cosine
 from methods.base import Method
@@ -23,6 +23,7 @@ class MoCoV3(Method):
     hidden_width = 4096
     out_width = 256
     has_target = True
+    invariance_views = (2, 6)  # 2 views, or 2+4 (multicrop)
     recipe = {
         "base_lr": 3e-4,
         "lr_batch_scaling": True,

@@ -50,9 +50,18 @@ def _only_new(kind: str, table: dict, name: str, cls: type) -> None:
     )
 
 
+def _register(kind: str, table: dict, name: str, cls: type, hook: str) -> type:
+    _no_dims(cls, hook, name)
+    _only_new(kind, table, name, cls)
+    cls.name = name
+    table[name] = cls
+    return cls
+
+
 def register_base(name: str):
     def deco(cls):
-        from harness.data.views import SSLAugmentation
+        from harness.data.pipelines import SSLAugmentation
+        from methods.base import Recipe
 
         if not isinstance(cls.augmentation, SSLAugmentation):
             raise HarnessError(
@@ -60,22 +69,21 @@ def register_base(name: str):
                 f"SSLAugmentation(scale, interpolation, blur_p, solarize_p) of "
                 f"harness.data.views, e.g. MoCo-v3's (methods/moco_v3.py)"
             )
-        _no_dims(cls, "build_heads", name)
-        _only_new("base method", BASES, name, cls)
-        cls.name = name
-        BASES[name] = cls
-        return cls
+        views = cls.invariance_views
+        if not views or not all(isinstance(n, int) and n >= 2 for n in views):
+            raise HarnessError(
+                f"base method '{name}' sets invariance_views = {views!r}: give the numbers of "
+                f"views its invariance_loss accepts, e.g. (2,) or (2, 6)"
+            )
+        cls.recipe = Recipe.of(name, cls.recipe)
+        return _register("base method", BASES, name, cls, "build_heads")
 
     return deco
 
 
 def register_addon(name: str):
     def deco(cls):
-        _no_dims(cls, "attach", name)
-        _only_new("add-on", ADDONS, name, cls)
-        cls.name = name
-        ADDONS[name] = cls
-        return cls
+        return _register("add-on", ADDONS, name, cls, "attach")
 
     return deco
 

@@ -20,6 +20,7 @@ import re
 
 import torch
 
+from harness.data.requests import EquivPairs, ViewRequest
 from harness.errors import HarnessError
 from harness.model.backbone import BackboneConfig
 from harness.model.group import act_each, relative
@@ -136,16 +137,11 @@ class SER(AddOn):
             method.backbone.width, self.width(self.hidden_width), self.width(self.out_width)
         )
 
-    def view_options(self):
-        return {
-            "equiv_pairs": {
-                "ratio": self.ratio,
-                "policy": self.policy,
-                "scale": self.scale,
-                "aspect": self.aspect,
-                "per_rank": not self.shared_grid,
-            }
-        }
+    def view_request(self, augs) -> ViewRequest:
+        pairs = EquivPairs(
+            self.ratio, self.policy, self.scale, self.aspect, not self.shared_grid, "+ser@r"
+        )
+        return ViewRequest(equiv_pairs=pairs)
 
     def _direction(self, tmap: torch.Tensor, qmap: torch.Tensor, elements) -> torch.Tensor:
         """Queries of this rank against ρ_g(target) tokens of every rank.

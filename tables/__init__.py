@@ -1,7 +1,7 @@
 """Table specs: one module per paper table or figure (``tables/table2.py`` …).
 
 A spec declares *what* a table reports — rows (registered method names) and columns
-(dataset × metric) — and nothing about how or where it runs; ``harness.run.jobs`` turns it
+(dataset × metric) — and nothing about how or where it runs; ``harness.run.planning`` turns it
 into jobs, ``harness.report.tables`` renders what those jobs produced.
 """
 

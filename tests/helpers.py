@@ -1,7 +1,9 @@
 """Small helpers shared by several test modules."""
 
+import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -22,3 +24,17 @@ def wait_for_slurm(what: str, until, timeout_s: float, job_id: str) -> None:
             subprocess.run(["scancel", job_id])
             pytest.fail(f"{what} not seen within {timeout_s} s (job {job_id})")
         time.sleep(0.2)
+
+
+def harness(*args, timeout=600, env=None, cwd=None, umask=None):
+    """``harness ARGS`` as a user runs it: a fresh interpreter, output captured, ``env`` added
+    to this process's environment, files created under ``umask`` if given."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+    )

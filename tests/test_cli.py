@@ -1,21 +1,8 @@
 """Bad input: one line on stderr naming the problem and the fix, exit 2, no traceback."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-
-def harness(*args, env=None, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        timeout=300,
-    )
+from tests.helpers import harness
 
 
 def _one_line_error(p, *needles):
@@ -27,6 +14,7 @@ def _one_line_error(p, *needles):
         assert n in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_unknown_method():
     _one_line_error(
         harness("audit", "moco_v4"),
@@ -37,6 +25,7 @@ def test_unknown_method():
     _one_line_error(harness("params", "dino+sre"), "unknown add-on 'sre'", "'ser'")
 
 
+@pytest.mark.slow
 def test_unknown_table_and_preset(tmp_path):
     _one_line_error(harness("run", "table99", "--results", str(tmp_path)), "table2")
     _one_line_error(
@@ -47,6 +36,7 @@ def test_unknown_table_and_preset(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_missing_dataset_root(tmp_path):
     p = harness(
         "run",
@@ -76,6 +66,7 @@ def test_missing_dataset_root(tmp_path):
     assert not (tmp_path / "r" / "runs").exists()
 
 
+@pytest.mark.slow
 def test_non_imagefolder_root(tmp_path):
     from PIL import Image
 
@@ -98,6 +89,7 @@ def test_non_imagefolder_root(tmp_path):
     _one_line_error(p, "class folder", "sub-folder per class")
 
 
+@pytest.mark.slow
 def test_unreachable_slurmctld(tmp_path):
     conf = tmp_path / "slurm.conf"
     # A controller on a port nothing listens on.
@@ -121,6 +113,7 @@ def test_unreachable_slurmctld(tmp_path):
     assert "local-up.sh" in p.stderr or "not installed" in p.stderr
 
 
+@pytest.mark.slow
 def test_methods_lists_the_registry():
     p = harness("methods")
     assert p.returncode == 0
@@ -128,6 +121,7 @@ def test_methods_lists_the_registry():
         assert name in p.stdout
 
 
+@pytest.mark.slow
 def test_departures_are_listed_by_the_cli_and_in_the_readme():
     """Every departure from the public code (SER's for pretraining and the linear probe, the
     evaluations' own elsewhere) is printed by `harness methods --departures` and has its row
@@ -238,7 +232,7 @@ def test_overrides_stand_anywhere_after_the_command():
 
 def test_run_hands_overrides_and_runtime_to_the_plan(monkeypatch, tmp_path, capsys):
     from harness.cli import main
-    from harness.run import jobs, launch
+    from harness.run import launch, planning
 
     seen = {}
 
@@ -246,7 +240,7 @@ def test_run_hands_overrides_and_runtime_to_the_plan(monkeypatch, tmp_path, caps
         seen.update(preset=preset, runtime=runtime, overrides=list(overrides))
         return []
 
-    monkeypatch.setattr(jobs, "plan", plan)
+    monkeypatch.setattr(planning, "plan", plan)
     monkeypatch.setattr(launch, "run", lambda *a, **k: launch.summary())
     over = ["train.max_steps=2", "linear.epochs=1", "runtime.ckpt_every=7"]
     argv = ["run", "table2", "--preset", "micro", "--results", str(tmp_path)]

@@ -145,6 +145,7 @@ def _damage(path: Path, kind: str) -> None:
     path.write_text(json.dumps(rec))  # json writes NaN and Infinity as Python reads them
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", [*BAD, "missing", "not-a-dict"])
 def test_a_result_with_a_meaningless_metric_is_set_aside_and_recomputed(res, kind):
     _, ev = _jobs(res)

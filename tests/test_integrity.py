@@ -1,24 +1,14 @@
-"""Nothing wrong is ever saved (issue 15): bad input stops with one line and exit 2, and every
+"""Nothing wrong is ever saved: bad input stops with one line and exit 2, and every
 result computed before it is byte-identical afterwards. Results are readable per the umask."""
 
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-
-def harness(*args, umask=None, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
-    )
+from tests.helpers import harness
 
 
 def one_line_error(p, *needles):
@@ -61,6 +51,7 @@ def computed(tmp_path_factory):
     return res
 
 
+@pytest.mark.slow
 def test_data_root_at_a_synthetic_preset_is_refused(computed):
     before = snapshot(computed)
     p = harness(*RUN, "--results", str(computed), "--data-root", "/nonexistent")
@@ -79,6 +70,7 @@ class MySER(AddOn):
 """
 
 
+@pytest.mark.slow
 def test_a_plugin_cannot_take_over_a_registered_name(computed, tmp_path):
     plugin = tmp_path / "mine.py"
     plugin.write_text(TAKE_OVER)
@@ -88,6 +80,7 @@ def test_a_plugin_cannot_take_over_a_registered_name(computed, tmp_path):
     assert snapshot(computed) == before
 
 
+@pytest.mark.slow
 def test_a_plugin_that_fails_to_import_is_one_line_naming_file_and_line(tmp_path):
     plugin = tmp_path / "broken.py"
     plugin.write_text("import math\n\nRATE = 1 / 0\n")
@@ -111,6 +104,7 @@ def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_results_and_fixtures_follow_the_umask(computed, tmp_path):
     files = [p for p in computed.rglob("*.json") if "/eval/" in str(p) or p.name == "pretrain.json"]
     assert files and all(_mode(p) == 0o644 for p in files), {p: oct(_mode(p)) for p in files}
@@ -180,6 +174,7 @@ def test_meaningless_numbers_are_refused(args, needle):
         (["config", "moco_v3+ser@tau0"], "the temperature τ must be > 0"),
     ],
 )
+@pytest.mark.slow
 def test_empty_method_lists_and_repeated_add_ons_are_refused(args, needle, tmp_path):
     one_line_error(
         harness(*args, "--results", str(tmp_path)) if args[0] == "run" else harness(*args), needle
@@ -212,6 +207,7 @@ def test_val_labels_are_matched_to_train_by_class_name(tmp_path):
     assert p.returncode == 2 and "'n2'" in p.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_run_is_refused_by_name(computed, tmp_path):
     import json
     import shutil
@@ -249,6 +245,7 @@ def test_a_checkpoint_of_another_run_is_refused_by_name(computed, tmp_path):
     assert not list(run.glob("eval/linear-imagenet-*.json"))
 
 
+@pytest.mark.slow
 def test_an_unreadable_result_is_named_set_aside_and_recomputed(computed, tmp_path):
     import json
     import shutil
@@ -287,6 +284,7 @@ def test_an_unreadable_result_is_named_set_aside_and_recomputed(computed, tmp_pa
     assert not changed, changed
 
 
+@pytest.mark.slow
 def test_a_result_copied_in_from_another_evaluation_is_not_taken_for_this_one(computed, tmp_path):
     """A result names its run, config and evaluation: Sketch's numbers copied over V2's file
     are flagged by status, left out by report, set aside and recomputed by run."""
@@ -412,6 +410,7 @@ def test_skip_bad_skips_and_counts_an_undecodable_image(kind, micro_data, tmp_pa
     )
 
 
+@pytest.mark.slow
 def test_data_check_decodes_every_file_once_and_caches_the_verdicts(micro_data, tmp_path):
     """One damaged file of each kind: the undecodable three are listed by name (exit 2, one
     line on stderr), the 16-bit, CMYK and 1×1 ones decode; a second check decodes nothing; a
@@ -455,6 +454,7 @@ def test_data_check_decodes_every_file_once_and_caches_the_verdicts(micro_data, 
     assert f"images decoded: {n} ({n - 3} known from the cache), 0 bad" in fixed.stdout
 
 
+@pytest.mark.slow
 def test_check_tex_without_pdflatex_is_one_line_before_anything_is_rendered(computed, tmp_path):
     before = snapshot(computed)
     no_tex = {"PATH": str(Path(sys.executable).parent)}  # the venv's bin: no pdflatex there

@@ -30,8 +30,8 @@ from tqdm import tqdm
 from harness import config as C
 from harness.data import ImageFolderDataset
 from harness.data.batches import PretrainBatches, build_policy, to_device
+from harness.data.deferred import finish
 from harness.data.loading import default_workers
-from harness.data.views import finish
 from harness.errors import HarnessError
 from harness.provenance import code_version
 

@@ -30,24 +30,17 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from safetensors.torch import save as safetensors_save
 
-from harness.checkpoints.layouts import (
-    FORMATS,
-    arch_text,
-    detect_format,
-    parse_options,
-    read_source,
-)
+from harness.checkpoints.formats import get as get_format
+from harness.checkpoints.layouts import arch_text, detect_format, parse_options, read_source
 from harness.errors import HarnessError
 from harness.io import _atomic, save_torch, shareable, write_json, write_text
 
-# The harness base method whose config an import starts from (evaluation recipes, data).
-BASE = {"dino": "dino", "moco_v3": "moco_v3", "timm": "dino", "ser": "moco_v3"}
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 PUBLISHED_CSV = "published.csv"
 
@@ -121,29 +114,41 @@ def imported_config(results_dir, name: str) -> dict | None:
     return cfg if isinstance(cfg, dict) and isinstance(cfg.get("imported"), dict) else None
 
 
-def imported_row(row: str, results_dir, importing: bool = False) -> str | None:
-    """The table row ``row`` names if it is an imported run (``NAME``, or ``NAME=import:PATH``,
-    imported here when ``importing``), else None (a method name)."""
+@dataclass(frozen=True)
+class ImportRow:
+    """A table row ``NAME=import:PATH``: the checkpoint at ``path`` evaluated as run ``name``."""
+
+    name: str
+    path: Path
+
+
+def parse_row(row: str) -> ImportRow | None:
+    """The import a table row asks for (``NAME=import:PATH``), or None for a name (a method, or
+    a run ``harness import`` wrote). Reads the text only."""
     name, eq, spec = row.partition("=")
-    name = name.strip()
     if not eq:
-        return name if imported_config(results_dir, name) is not None else None
+        return None
     if not spec.startswith("import:") or not spec[len("import:") :].strip():
         raise HarnessError(
             f"row '{row}': write NAME=import:PATH (a checkpoint to import as row NAME), or a "
             f"method name"
         )
-    path = Path(spec[len("import:") :].strip()).expanduser()
-    stored = imported_config(results_dir, name)
-    if stored is not None and path.is_file() and stored["imported"]["sha256"] == sha256(path):
-        return name
-    if not importing:
-        raise HarnessError(
-            f"row '{row}': {name} is not imported from that file in {results_dir}: harness run "
-            f"imports it, or run harness import {name} {path} --format F first"
-        )
-    import_checkpoint(name, path, detect_format(path), (), results_dir)
-    return name
+    return ImportRow(name.strip(), Path(spec[len("import:") :].strip()).expanduser())
+
+
+def is_imported(row: ImportRow, results_dir) -> bool:
+    """Whether ``row``'s file is what its run under ``results_dir`` was imported from."""
+    stored = imported_config(results_dir, row.name)
+    return (
+        stored is not None
+        and row.path.is_file()
+        and stored["imported"]["sha256"] == sha256(row.path)
+    )
+
+
+def import_row(row: ImportRow, results_dir) -> None:
+    """Import ``row``'s checkpoint as ``harness import NAME PATH`` with its format detected."""
+    import_checkpoint(row.name, row.path, detect_format(row.path), (), results_dir)
 
 
 def job_config(stored: dict, preset: str, seed: int = 0, overrides=()) -> dict:
@@ -209,9 +214,7 @@ def import_checkpoint(
         raise HarnessError(f"{path} does not exist or is not a file: give the checkpoint's path")
     run_dir = Path(results_dir).resolve() / "runs" / name
     options = [str(o) for o in options]
-    if fmt not in FORMATS:
-        raise HarnessError(f"unknown format '{fmt}': choose one of {', '.join(FORMATS)}")
-    parse_options(fmt, options)  # a bad option fails before anything is compared or read
+    parse_options(fmt, options)  # a bad format or option fails before anything is read
     digest = sha256(path)
     if run_dir.exists():
         stored = imported_config(results_dir, name)
@@ -230,7 +233,7 @@ def import_checkpoint(
         )
     bcfg, state, src = read_source(path, fmt, options)
     _, opts = parse_options(fmt, options)
-    base = method or (src.hints.get("base") if fmt == "harness" else BASE[fmt]) or "moco_v3"
+    base = method or src.hints.get("base") or get_format(fmt).base_method or "moco_v3"
     base_cls, addons = parse(base)
     if addons:
         raise HarnessError(

@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.data.addon_views import ADDON_DATA
 from harness.data.augment import FLAVOURS
-from harness.data.views import LOCAL_CROPS
+from harness.data.pipelines import LOCAL_CROPS
 from harness.errors import HarnessError
 
 COUNT = "[0, inf)"

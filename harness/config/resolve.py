@@ -6,7 +6,7 @@ addons, train, data, views``, one section per evaluation (``EVALUATIONS``: linea
 and ``runtime``. Everything that changes what a pretraining run computes is hashed; where it
 runs and where files live (``runtime``) is not, so moving a results directory or re-running
 on another cluster finds the same results, and evaluation sections are not either: each
-evaluation job hashes the sections it reads (``harness.run.jobs``), so ``linear.epochs=90``
+evaluation job hashes the sections it reads (``harness.run.planning``), so ``linear.epochs=90``
 re-runs the linear probe of the same pretrained run.
 
 Overrides address the resolved config by dotted path (``train.batch_size=1024``,
@@ -136,6 +136,15 @@ def resolve(
     except HarnessError as e:
         named = view_policy(method) or choose(requires, None)
         raise HarnessError(f"views.policy={policy}: {e}" if policy != named else str(e)) from None
+    n_views = POLICIES[policy]["n_views"]
+    if n_views not in base_cls.invariance_views:
+        takes = " or ".join(map(str, base_cls.invariance_views))
+        fits = [n for n, d in POLICIES.items() if d["n_views"] in base_cls.invariance_views]
+        raise HarnessError(
+            f"{cfg['method']}: view policy '{policy}' hands {n_views} views to "
+            f"{base_cls.name}'s invariance_loss, which takes {takes}: use a policy with "
+            f"{takes} ({', '.join(fits)}), or declare invariance_views on the method"
+        )
     return validate(cfg, hint)
 
 

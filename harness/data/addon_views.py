@@ -214,7 +214,7 @@ def addon_data_effect(n: int = 200) -> str:
     blurred and solarized views, STL's mean crop area (of the squashed image), and for EquiMod
     the mean |Δz| between the vectors standardised with SER's constants and with statistics
     fitted on the same draws."""
-    from harness.data.views import Augmentations, SSLAugmentation
+    from harness.data.pipelines import Augmentations, SSLAugmentation
 
     # MoCo-v3's two views (methods/moco_v3.py; data does not import methods): blur 1.0 / 0.1,
     # solarize 0.0 / 0.2.

@@ -31,15 +31,15 @@ def build_policy(method, cfg: dict) -> ViewPolicy:
     stats = addon_views.configure(
         augs, [a.name for a in method.addons], views.get("addon_data", "base")
     )
-    opts: dict = {}
-    for a in method.addons:
-        opts.update(a.view_options())
+    requests = [a.view_request(augs) for a in method.addons]
+    equiv = [r.equiv_pairs for r in requests if r.equiv_pairs is not None]
     policy = ViewPolicy(
         views.get("policy", "2view"),
         augs,
-        opts.get("equiv_pairs"),
-        standardise=bool(opts.get("standardise_params")),
+        equiv[-1] if equiv else None,
+        standardise=any(r.standardise_params for r in requests),
         stats=stats,
+        extra=tuple(v for r in requests for v in r.extra),
     )
     for a in method.addons:
         check_requirements(cfg["method"], a.requires, policy)
@@ -95,7 +95,7 @@ class PretrainBatches(Dataset):
         skipped: list[str] = []
         images = [self._image(i, skipped) for i in idx]
         elements = None
-        if self.n_equiv and self.policy.equiv.get("per_rank", True):
+        if self.n_equiv and self.policy.equiv.per_rank:
             # As the public code: each rank its own generator, so its own grids and 90°
             # rotations (SER gathers token sets of different sizes).
             gen = torch.Generator().manual_seed(derive_seed(self.seed, "group", step, self.rank))

@@ -203,6 +203,6 @@ EVAL_DEPARTURES: tuple[Departure, ...] = (
         None,
         "features are extracted once; two different crops keep a pair's halves from being "
         "identical when g1 = g2, which a head would spot without decoding orientation",
-        measure="harness.eval.transform_probe:equality_shortcut",
+        measure="harness.eval.pairs:equality_shortcut",
     ),
 )

@@ -49,8 +49,7 @@ What stays different from SIE's code, and why:
   ("a classification score instead of R² regression"). No setting.
 - data: ImageNet images (train subset of ``per_class`` per class, val) under the D4 elements
   instead of 3DIEBench renders of an object under random 3D rotations; ViT pooled tokens of
-  layer l instead of a ResNet-18's pooled output. No setting (harness.eval.iebench_probes runs
-  SIE's probe on 3DIEBench itself).
+  layer l instead of a ResNet-18's pooled output. No setting.
 - views: SIE's two views are two of an object's 50 renders, which differ beyond the rotation
   (floor and light latents) and are drawn afresh every epoch, either one in either half. Here
   the nuisance between the views is a crop, view A is always the centre crop and view B
@@ -82,6 +81,15 @@ from harness.data.batches import derive_seed
 from harness.data.loading import SeededDraws
 from harness.eval.features import cached_features, checkpoint_id, eval_backbone
 from harness.eval.heads import Standardize, make_head, predict, shuffled, train_head
+from harness.eval.pairs import (
+    TASKS,
+    TEST_PAIR_SEED,
+    _stack,
+    draw_pairs,
+    pair_inputs,
+    relative_epochs,
+    relative_labels,
+)
 from harness.eval.transforms import eval_transform
 from harness.model.backbone import Backbone
 from harness.model.group import D4
@@ -95,17 +103,12 @@ VERSION = 3
 
 
 LAYERS = tuple(EVALUATIONS["transform_probe"]["layers"])
-# Each task's elements in the order of the powers of its generator (rot90, hflip): class c is
-# generator^c, so the class of g2·g1⁻¹ is (c2 − c1) mod n (relative_labels).
-TASKS = {"rotation": [D4(0, k) for k in range(4)], "hflip": [D4(0, 0), D4(1, 0)]}
 TARGETS = ("relative", "absolute")
 # The probe proper; the rest of the section says what it is run on.
 PROBE_RECIPE = {
     k: EVALUATIONS["transform_probe"][k]
     for k in ("head", "epochs", "batch_size", "lr", "schedule", "standardize", "target", "seeds")
 }
-# The test pairs' draw: fixed, the same for every probe seed, layer and model.
-TEST_PAIR_SEED = 1_000_003
 # View B of the relative target: a square crop of this share of the image's area, drawn once
 # per image from (SECOND_VIEW_SEED, split, image index).
 SECOND_VIEW_SCALE = (0.35, 1.0)
@@ -163,121 +166,6 @@ def second_view(dataset: Dataset, split: str) -> SeededDraws:
     whose image i always gets the same crop, its own: drawn from a seed derived from
     (SECOND_VIEW_SEED, split, i), whatever the order of reading or the loader workers."""
     return SeededDraws(dataset, second_view_seed(split))
-
-
-def _stack(per_label: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.cat(list(per_label)).float()
-    y = torch.cat([torch.full((len(f),), c, dtype=torch.long) for c, f in enumerate(per_label)])
-    return x, y
-
-
-def relative_labels(c1: torch.Tensor, c2: torch.Tensor, n: int) -> torch.Tensor:
-    """The class of g2·g1⁻¹ when class c is the c-th power of a generator of order ``n``
-    (TASKS): rotation (k2 − k1) mod 4, hflip b1 xor b2."""
-    return (c2 - c1) % n
-
-
-def draw_pairs(n_images: int, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(c1, c2): for every image two classes drawn independently and uniformly from ``g``."""
-    c = torch.randint(n, (2, n_images), generator=g)
-    return c[0], c[1]
-
-
-def pair_inputs(
-    feats_a: torch.Tensor, feats_b: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor
-) -> torch.Tensor:
-    """concat(f_A(g1·x), f_B(g2·x)) per image; ``feats_a[c]`` / ``feats_b[c]`` (n×N×D) hold
-    the features of view A / view B of every image under class c."""
-    rows = torch.arange(feats_a.shape[1], device=feats_a.device)
-    c1, c2 = c1.to(feats_a.device), c2.to(feats_a.device)
-    return torch.cat([feats_a[c1, rows], feats_b[c2, rows]], dim=1)
-
-
-def relative_epochs(
-    feats_a: torch.Tensor, feats_b: torch.Tensor, batch_size: int, g: torch.Generator
-):
-    """One epoch of relative pairs: one pair per image of ``feats_a`` / ``feats_b`` (n×N×D)
-    drawn afresh from ``g`` each call, as SIE draws two views per object per epoch, in a
-    shuffled order."""
-    n = len(feats_a)
-
-    def epoch():
-        c1, c2 = draw_pairs(feats_a.shape[1], n, g)
-        y = relative_labels(c1, c2, n).to(feats_a.device)
-        yield from shuffled(pair_inputs(feats_a, feats_b, c1, c2), y, batch_size, g)()
-
-    return epoch
-
-
-def pair_draw_effect(n_pairs: int = 100_000) -> str:
-    """One line: the majority-class share of the relative labels (what a head that ignores
-    its input scores) when g1, g2 are drawn independently (here) and as two distinct
-    elements (SIE's ``rng.choice(50, 2, replace=False)`` applied to the task's elements)."""
-    g = torch.Generator().manual_seed(0)
-    parts = []
-    for task, elements in TASKS.items():
-        n = len(elements)
-        c1, c2 = draw_pairs(n_pairs, n, g)
-        same = relative_labels(c1, c2, n)
-        # Distinct: c2 uniform over the n - 1 classes other than c1.
-        d2 = (c1 + 1 + torch.randint(n - 1, (n_pairs,), generator=g)) % n
-        distinct = relative_labels(c1, d2, n)
-        share = [
-            100.0 * torch.bincount(y, minlength=n).max().item() / n_pairs for y in (same, distinct)
-        ]
-        parts.append(f"{task} {share[0]:.1f} % (independent) vs {share[1]:.1f} % (distinct)")
-    return "majority-class share of relative labels: " + "; ".join(parts)
-
-
-def equality_shortcut() -> str:
-    """One line: accuracy of the probe on fixed features that carry no information about the
-    element: each image's content (shared by both views and every element) plus independent
-    noise per image, view and element; 256 train / 2048 test images of 8 dims, a 64-wide MLP
-    head, 40 epochs; about a second on a CPU. Relative with two views (the protocol): both
-    halves always differ, chance. Relative with view A in both halves (version 2): pairs with
-    g1 = g2 have identical halves, so a head that compares them gets those right: rotation
-    tends to 25 + 75/3 = 50 %, hflip to 100 %. Absolute: chance (25 %, 50 %)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tensors this small run slower on more threads, of a busy CPU
-    try:
-        return _equality_shortcut()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _equality_shortcut() -> str:
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    parts = []
-    for task, elements in TASKS.items():
-        n = len(elements)
-        (tr_a, tr_b), (te_a, te_b) = (_uninformative_views(n, m, 8, g) for m in (256, 2048))
-        acc = {}
-        for pairing in ("two views", "one view", "absolute"):
-            if pairing == "absolute":
-                tx, ty = _stack(list(tr_a))
-                vx, vy = _stack(list(te_a))
-                epoch = shuffled(tx, ty, 64, g)
-            else:
-                b_tr, b_te = (tr_b, te_b) if pairing == "two views" else (tr_a, te_a)
-                c1, c2 = draw_pairs(te_a.shape[1], n, torch.Generator().manual_seed(TEST_PAIR_SEED))
-                vx, vy = pair_inputs(te_a, b_te, c1, c2), relative_labels(c1, c2, n)
-                epoch = relative_epochs(tr_a, b_tr, 64, g)
-            model = make_head("mlp", vx.shape[1], n, hidden=64)
-            train_head(model, epoch, 40, 1e-3)
-            acc[pairing] = 100.0 * (predict(model, vx).argmax(1) == vy).float().mean().item()
-        parts.append(
-            f"{task} relative {acc['two views']:.1f} % (two views) vs {acc['one view']:.1f} % "
-            f"(one view, v2), absolute {acc['absolute']:.1f} % (chance {100 / n:.0f} %)"
-        )
-    return "features with no information about g: " + "; ".join(parts)
-
-
-def _uninformative_views(n: int, n_images: int, dim: int, g: torch.Generator):
-    """Views A and B (n×N×D): each image's content, the same in both views and under every
-    element, plus independent noise per image, view and element."""
-    content = torch.randn(1, n_images, dim, generator=g)
-    return [content + torch.randn(n, n_images, dim, generator=g) for _ in range(2)]
 
 
 def task_accuracy(

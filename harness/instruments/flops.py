@@ -28,12 +28,12 @@ def _meta_batch(method, cfg: dict, batch_size: int) -> dict:
 
     views = [[meta(n1, s)] for _ in range(2)] + [[meta(n1, small)] for _ in range(policy.n_local)]
     batch = {"views": views, "n_global": 2}
-    if "clean_view" in policy.provides:
+    if "clean_view" in policy.offers:
         batch["clean"] = meta(n1, s)
-    if "rotated_crops" in policy.provides:
+    if "rotated_crops" in policy.offers:
         batch["rotated"] = meta(4 * n1, small)
         batch["rot_labels"] = torch.arange(4, device="meta").repeat_interleave(n1)
-    if "aug_params" in policy.provides:
+    if "aug_params" in policy.offers:
         batch["params"] = [torch.zeros(n1, len(PARAMS), device="meta") for _ in range(2)]
         batch["params_z"] = batch["params"]
     if n2:

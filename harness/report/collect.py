@@ -13,7 +13,8 @@ import tables
 from harness.config import presets
 from harness.errors import HarnessError
 from harness.report.tables import render_table
-from harness.run import jobs
+from harness.run.planning import planned_results
+from harness.run.results import load_results, read_result
 
 
 def _warn(message: str, job=None) -> None:
@@ -33,7 +34,7 @@ def table_results(plan: list, set_aside: dict | None = None) -> pd.DataFrame:
             why = message.rsplit(": left out", 1)[0].replace(job.result, Path(job.result).name)
             set_aside[job.cfg["method"], job.dataset] = why
 
-    for rec in jobs.load_results(plan, warn=warn):
+    for rec in load_results(plan, warn=warn):
         for metric, value in rec["metrics"].items():
             # "fog/top1" from the imagenet_c job is column (imagenet_c/fog, top1).
             sub, _, name = metric.rpartition("/")
@@ -60,7 +61,7 @@ def table_protocol(spec, plan: list) -> str:
     for j in plan:
         if j.kind != "eval" or not j.done():
             continue
-        rec, _ = jobs.read_result(j)
+        rec, _ = read_result(j)
         sections = ((rec or {}).get("eval_spec") or {}).get("sections")
         if not isinstance(sections, dict):
             continue
@@ -163,7 +164,7 @@ def report(
     """Render every table and figure that has results. With ``overrides`` the rows are the
     runs made with them, reported under ``report/<preset>-<hash of the overrides>/``."""
     if check_tex:  # before anything is rendered: a missing compiler is known now
-        from harness.report.tables import require_pdflatex
+        from harness.report.latex import require_pdflatex
 
         require_pdflatex()
     written = []
@@ -172,7 +173,7 @@ def report(
     for name in names or tables.available():
         spec = rows(tables.load(name))
         for p in [preset] if preset else list(presets.PRESETS):
-            plan = jobs.plan(spec, p, results_dir, overrides=overrides)
+            plan = planned_results(spec, p, results_dir, overrides)
             where = out or results_dir / "report" / (p + tag)
             ctx = {
                 "preset": p,
@@ -183,7 +184,7 @@ def report(
             if isinstance(spec, tables.FigureSpec):
                 from harness.report.figures import render_figure
 
-                records = jobs.load_results(plan, warn=_warn)
+                records = load_results(plan, warn=_warn)
                 if records:
                     written += render_figure(spec, records, where, ctx)
                 continue
@@ -201,7 +202,7 @@ def report(
             ctx["notes"] = params_notes(spec, df)
             paths = render_table(spec, df, where, ctx, reference=_with_published(spec, plan, ctx))
             if check_tex:
-                from harness.report.tables import compile_check
+                from harness.report.latex import compile_check
 
                 compile_check(paths["tex"])
             written += list(paths.values())

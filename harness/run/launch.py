@@ -24,9 +24,13 @@ from harness.errors import HarnessError
 from harness.io import set_aside
 from harness.locks import describe, exclusive
 from harness.run import records
-from harness.run.jobs import Job, execute, read_result
+from harness.run.execute import execute
+from harness.run.planning import Job
+from harness.run.results import read_result
 
 DEFAULT_RETRIES = 1
+# Where jobs run: in this process one by one, as local subprocesses side by side, on Slurm.
+CLUSTERS = ("debug", "local", "slurm")
 
 
 class Runner:

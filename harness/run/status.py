@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.io import try_read_json
 from harness.run import records
-from harness.run.jobs import read_result
+from harness.run.results import read_result
 
 STATE_WORDS = {
     "PENDING": "queued",

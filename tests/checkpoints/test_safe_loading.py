@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from harness.checkpoints.layouts import FORMATS
 from harness.cli import main
 from harness.data import fixtures as fx
-from tests.tools.test_checkpoint_import import (
+from tests.checkpoints.test_checkpoint_import import (
     dino_full,
     harness_checkpoint,
     moco_v3,
@@ -68,9 +69,6 @@ def _refused(capsys, rc: int, marker: pathlib.Path, *names: str) -> str:
     assert any(n in err for n in names), err  # it names what the file holds
     assert not marker.exists()
     return err
-
-
-FORMATS = ("dino", "moco_v3", "timm", "ser", "harness")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -150,6 +150,7 @@ def test_job_refuses_a_tampered_config_and_writes_nothing(tmp_path, bad):
     assert not Path(job.result).exists() and not Path(job.run_dir).exists()
 
 
+@pytest.mark.slow
 def test_local_cluster_marks_a_refused_job_failed_after_one_attempt(tmp_path):
     res = tmp_path / "results"
     job = _pretrain_job(res, **{"train.batch_size": 0})

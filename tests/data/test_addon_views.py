@@ -244,6 +244,7 @@ def test_augself_one_jitter_order_per_view_chunk():
     assert len(orders) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("defer", [False, True])
 def test_augself_pixels_match_sers_transform(defer):
     """Every image of a chunk within 2e-4 (on the [0, 1] scale) of SER's t1/t2, at 224 px."""
@@ -253,7 +254,7 @@ def test_augself_pixels_match_sers_transform(defer):
     images = [_image(k=k) for k in range(6)]
     batch = policy(images, seed=3)
     if defer:
-        from harness.data.views import finish
+        from harness.data.deferred import finish
 
         batch = finish(batch)
     assert batch["jitter"] == (0.4, 0.4, 0.4, 0.1)
@@ -326,7 +327,7 @@ def test_stl_pixels_match_sers_transform(defer):
     images = [_image(256 + 8 * k, 320 - 16 * k, k=k) for k in range(6)]
     batch = policy(images, seed=5)
     if defer:
-        from harness.data.views import finish
+        from harness.data.deferred import finish
 
         batch = finish(batch)
     seen = set()

@@ -7,7 +7,7 @@ from PIL import Image
 
 from harness import config as C
 from harness.data.batches import PretrainBatches, build_policy
-from harness.data.views import finish
+from harness.data.deferred import finish
 
 
 def _batches(n_images=32, batch=8):
@@ -62,7 +62,7 @@ def test_deferred_views_render_to_the_worker_rendered_ones(name):
     ref = b[1]
     policy.defer = True
     raw = b[1]
-    assert raw["views"][0][0]["crops"].dtype == torch.uint8
+    assert raw["views"][0][0].crops.dtype == torch.uint8
     got = finish(raw)
     for p, q in zip(ref["params"], got["params"]):
         assert torch.equal(p, q)
@@ -81,6 +81,7 @@ def test_deferred_views_render_to_the_worker_rendered_ones(name):
 
 def test_ser_too_small_a_batch_names_a_ratio_that_works():
     import re
+    from dataclasses import replace
 
     from harness.errors import HarnessError
 
@@ -91,7 +92,7 @@ def test_ser_too_small_a_batch_names_a_ratio_that_works():
             policy.n_equiv(local)
         r = float(re.search(r"\+ser@r([0-9.]+)", str(e.value)).group(1))
         at = int(re.search(r"batch of at least (\d+)", str(e.value)).group(1))
-        policy.equiv = {**policy.equiv, "ratio": r}
+        policy.equiv = replace(policy.equiv, ratio=r)
         assert policy.n_equiv(local) >= 2  # the ratio it names works at this batch
-        policy.equiv = {**policy.equiv, "ratio": 0.01}
+        policy.equiv = replace(policy.equiv, ratio=0.01)
         assert policy.n_equiv(at) >= 2 and at <= 250

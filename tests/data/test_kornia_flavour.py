@@ -17,8 +17,8 @@ from PIL import Image
 from harness import config as C
 from harness.data.augment import IDX, MEAN, SOLARIZE_AT, STD, Pipeline, blur_kernel, encode
 from harness.data.batches import PretrainBatches, build_policy
+from harness.data.deferred import finish
 from harness.data.photometric import render
-from harness.data.views import finish
 
 IDENTITY = dict(order0=0, order1=1, order2=2, order3=3)
 
@@ -169,8 +169,8 @@ def _b2(policy, seed):
     out = []
     for v in range(2):
         chunk = batch["views"][v][1]
-        assert chunk["blur"] == 9 and chunk["flavour"] == "kornia"
-        out.append(chunk["params"])
+        assert chunk.blur == 9 and chunk.flavour == "kornia"
+        out.append(chunk.params)
     return out
 
 

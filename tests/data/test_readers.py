@@ -118,6 +118,7 @@ def test_interrupted_fixture_leaves_no_tree(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_every_fixture_passes_data_check(trees, capsys):
     for name in READERS:
         rc, out, err = _check(capsys, name, trees[name])
@@ -239,6 +240,7 @@ def test_imagenet_c_finds_every_corruption_and_severity(trees):
     assert img.shape == (32, 32, 3) and np.abs(img - clean).mean() > 3  # severities really differ
 
 
+@pytest.mark.slow
 def test_missing_severity_stops_check_and_reader(trees, tmp_path, capsys):
     broken = _broken_copy(trees["imagenet_c"], tmp_path, "fog/3")
     rc, out, err = _check(capsys, "imagenet_c", broken)
@@ -264,6 +266,7 @@ def test_missing_extra_corruption_only_matters_when_asked_for(trees, tmp_path):
         ImageNetC.suite(broken, ALL_CORRUPTIONS)
 
 
+@pytest.mark.slow
 def test_data_check_exit_code_from_the_shell(trees, tmp_path):
     broken = _broken_copy(trees["imagenet_c"], tmp_path, "fog/3")
     p = subprocess.run(

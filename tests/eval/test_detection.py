@@ -115,6 +115,7 @@ def test_encoder_is_bit_identical_after_training_and_only_pyramid_and_heads_trai
     assert (tmp_path / "model_final.pth").exists()
 
 
+@pytest.mark.slow
 def test_evaluator_writes_fractions_and_resumes_from_its_last_checkpoint(micro):
     cfg, run, data, coco = micro
     metrics = evaluator("detection", "coco")(run, data, cfg, coco, quiet=True)
@@ -163,8 +164,9 @@ def test_bad_recipe_and_missing_detectron2_are_one_line_errors(micro, monkeypatc
     assert detection.DETECTRON2_COMMIT in str(e.value)
 
 
+@pytest.mark.slow
 def test_plan_prices_the_paper_schedule():
-    from harness.run import plan as P
+    from harness.run import estimate as P
     from harness.run.jobs import plan as jobs_plan
     from harness.run.profiles import load_profile
     from tables import load

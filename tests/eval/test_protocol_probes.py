@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from harness.eval import heads
+from harness.eval import heads, pairs
 from harness.eval import mlp as mlp_eval
 from harness.eval import transform_probe as tp
 from harness.eval.heads import Standardize, fit_mlp, train_head
@@ -108,7 +108,7 @@ def test_the_head_sees_raw_pairs_one_per_image_per_epoch(monkeypatch):
         labels.append(y.clone())
         return real_shuffled(x, y, batch_size, g)
 
-    monkeypatch.setattr(tp, "shuffled", spy)
+    monkeypatch.setattr(pairs, "shuffled", spy)  # relative_epochs' batcher
     kw = dict(epochs=2, batch_size=5, seeds=1, hidden=8, train_b=train_b, test_b=train_b)
     tp.task_accuracy(train, train, **kw)
     assert len(labels) == 2
@@ -225,7 +225,7 @@ def test_no_shortcut_when_the_views_differ_but_say_nothing_about_g():
     g = _gen(9)
     kw = dict(epochs=40, batch_size=64, seeds=1, hidden=64)
     for n, chance, shortcut in ((4, 25.0, 40.0), (2, 50.0, 90.0)):
-        (tr_a, tr_b), (te_a, te_b) = (tp._uninformative_views(n, m, 8, g) for m in (256, 1024))
+        (tr_a, tr_b), (te_a, te_b) = (pairs._uninformative_views(n, m, 8, g) for m in (256, 1024))
         tr_a, tr_b, te_a, te_b = (list(v) for v in (tr_a, tr_b, te_a, te_b))
         two, _ = tp.task_accuracy(tr_a, te_a, train_b=tr_b, test_b=te_b, **kw)
         one, _ = tp.task_accuracy(tr_a, te_a, train_b=tr_a, test_b=te_a, **kw)
@@ -248,7 +248,7 @@ def test_absolute_information_alone_is_learned_under_target_absolute():
 
 
 def test_identical_halves_shortcut_is_measured():
-    line = tp.equality_shortcut()
+    line = pairs.equality_shortcut()
     assert "\n" not in line
     nums = [float(w) for w in line.replace("%", " ").replace("(", " ").split() if _num(w)]
     rot_two, rot_one, rot_abs, _, flip_two, flip_one, flip_abs, _ = nums
@@ -256,7 +256,7 @@ def test_identical_halves_shortcut_is_measured():
     assert abs(rot_two - 25) < 5 and abs(flip_two - 50) < 5
     assert rot_one > 40 and flip_one > 90
     assert rot_abs < 30 and flip_abs < 55
-    assert "\n" not in tp.pair_draw_effect(1000) and "\n" not in mlp_eval.standardize_effect()
+    assert "\n" not in pairs.pair_draw_effect(1000) and "\n" not in mlp_eval.standardize_effect()
 
 
 def _num(w):

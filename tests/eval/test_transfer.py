@@ -58,6 +58,7 @@ def _manual(results, plan, reader_cls, dataset):
     return 100.0 * hits / len(reader), reader
 
 
+@pytest.mark.slow
 def test_every_column_has_a_result(done):
     _, _, recs = done
     assert set(recs) == {"imagenet", "imagenet_sketch", "imagenet_v2", "imagenet_r", "3diebench"}

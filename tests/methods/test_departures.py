@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.instruments import effects as E
+from harness.instruments import recipe_effects as R
 from methods.departures import DEPARTURES, Departure, markdown, measured, render
 
 # Entries whose measuring function lives in harness/instruments/effects.py (this file checks their numbers);
@@ -308,7 +309,7 @@ def test_patch_embed_init_measure_is_the_two_bounds_ratio():
 def test_barlow_grad_scale_measure_is_one_over_w(world):
     # Each rank's in-place all_reduce passes back only its own rows' share of C: summed over
     # ranks that is the whole gradient, which DDP's average divides by W.
-    assert E.barlow_grad_ratio(world) == pytest.approx(1 / world, rel=1e-10)
+    assert R.barlow_grad_ratio(world) == pytest.approx(1 / world, rel=1e-10)
     assert f"{1 / 2:.3f}× the exact one at W = 2" in _line("barlow-twins-gradient-scale")
 
 
@@ -351,7 +352,7 @@ def _paper_crop(p1, p2):
 def test_augself_measure_counts_the_pairs_whose_targets_differ():
     from harness.data.augment import IDX
 
-    pa, pb = E.augself_pairs()
+    pa, pb = R.augself_pairs()
     d = [_extract_diff_crop(x, y) - _paper_crop(x, y) for x, y in ((pa, pb), (pb, pa))]
     differ = ((d[0].abs() > 1e-12) | (d[1].abs() > 1e-12)).any(1)
     one_flipped = pa[:, IDX["flip"]] != pb[:, IDX["flip"]]
@@ -371,7 +372,7 @@ def test_photometric_measure_is_zero_without_the_ops_that_differ():
     from harness.data.augment import IDX, blur_kernel
     from harness.data.photometric import render
 
-    img, params = E.photometric_images()
+    img, params = R.photometric_images()
     off = params.clone()
     for k in ("jitter", "gray", "blur", "solarize"):
         off[:, IDX[k]] = 0
@@ -379,7 +380,7 @@ def test_photometric_measure_is_zero_without_the_ops_that_differ():
         render(img, off, blur_kernel(112, fl)[0], flavour=fl) for fl in ("kornia", "torchvision")
     )
     assert torch.equal(a, b)
-    rel = E.photometric_difference()
+    rel = R.photometric_difference()
     assert rel > 0.01
     assert f"render {_pct(rel)} apart" in _line("kornia-photometric")
 
@@ -435,7 +436,7 @@ def test_ser_gradient_measure_is_nonzero_by_default_and_zero_detached():
 def test_2plus4_measure_is_the_public_formula():
     from tests.methods.test_ser_public import _erl_local4_pair as public_pair
 
-    (pa, ps), (ha, hs) = E.ser_2plus4_losses()
+    (pa, ps), (ha, hs) = R.ser_2plus4_losses()
     torch.manual_seed(0)
     from methods.heads import TokenProjector
 

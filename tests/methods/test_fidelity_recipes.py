@@ -170,6 +170,7 @@ def _worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_barlow_twins_public_grad_scale_is_half_the_exact_gradient_at_w2(tmp_path):
     out = tmp_path / "two.pt"
     mp.spawn(_worker, args=(WORLD, free_port(), str(out)), nprocs=WORLD, join=True)

@@ -32,7 +32,7 @@ from harness import config as C
 from harness.data.augment import BICUBIC, BILINEAR, IDX, MEAN, STD, encode
 from harness.data.batches import PretrainBatches, build_policy
 from harness.data.photometric import render
-from harness.data.views import LOCAL_CROPS, Augmentations, local_crops_effect
+from harness.data.pipelines import LOCAL_CROPS, Augmentations, local_crops_effect
 from harness.errors import HarnessError
 from harness.instruments.audit import random_batch
 from harness.schedule import Progress
@@ -177,7 +177,7 @@ def test_local_crops_are_configured_as_local4_py():
     # The device-rendered path takes the same 9×9 kernel (one local chunk of a deferred batch).
     policy.defer = True
     batch = policy(_photos(4), seed=1)
-    assert len(batch["views"]) == 6 and batch["views"][2][0]["blur"] == 9
+    assert len(batch["views"]) == 6 and batch["views"][2][0].blur == 9
 
 
 def test_dino_switch_gives_dinos_local_crops():
@@ -303,8 +303,8 @@ def test_ser_2plus4_b2_views_take_local4s_photometric_part():
         assert [(a, b) for a, b, *_ in batch["equiv"]["pairs"]] == [(0, 1), (2, 3), (4, 5)]
         for v in range(6):
             chunk = batch["views"][v][1]  # chunk 1: the B2 images of view v
-            assert chunk["blur"] == 9 and chunk["flavour"] == "kornia"
-            per_view[v].append(chunk["params"])
+            assert chunk.blur == 9 and chunk.flavour == "kornia"
+            per_view[v].append(chunk.params)
     p = {v: torch.cat(c) for v, c in per_view.items()}
     for v in range(6):
         assert (p[v][:, IDX["gray"]] == 0).all() and (p[v][:, IDX["solarize"]] == 0).all()
@@ -315,5 +315,5 @@ def test_ser_2plus4_b2_views_take_local4s_photometric_part():
     assert abs(float(allp[:, IDX["blur"]].mean()) - 0.5) < tol
     assert abs(float(allp[:, IDX["jitter"]].mean()) - 0.8) < tol
     # Global-pair bases are 224-px global crops, local-pair bases 96-px local ones.
-    assert batch["views"][0][1]["crops"].shape[-1] == 224
-    assert batch["views"][2][1]["crops"].shape[-1] == 96
+    assert batch["views"][0][1].crops.shape[-1] == 224
+    assert batch["views"][2][1].crops.shape[-1] == 96

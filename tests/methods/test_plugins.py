@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -11,6 +9,7 @@ from harness import cli
 from harness import config as C
 from harness.errors import HarnessError
 from methods import registry
+from tests.helpers import harness
 
 PLUGIN = """
 from methods.base import AddOn
@@ -26,12 +25,7 @@ class Toy(AddOn):
 """
 
 
-def harness(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=600
-    )
-
-
+@pytest.mark.slow
 def test_plugin_addon_is_audited_run_and_reported(tmp_path):
     plugin = tmp_path / "toy.py"
     plugin.write_text(PLUGIN)
@@ -71,6 +65,7 @@ def test_plugin_addon_is_audited_run_and_reported(tmp_path):
     assert "moco\\_v3+toy" in (res / "report" / "micro" / "table2.tex").read_text()
 
 
+@pytest.mark.slow
 def test_missing_plugin_is_a_one_line_error(tmp_path):
     p = harness("--plugin", str(tmp_path / "nope.py"), "methods")
     assert p.returncode == 2 and "Traceback" not in p.stderr
@@ -82,7 +77,7 @@ SIMSIAM = """
 import torch.nn.functional as F
 
 from harness.data.augment import BILINEAR
-from harness.data.views import SSLAugmentation
+from harness.data.pipelines import SSLAugmentation
 from methods.base import Method
 from methods.heads import moco_mlp
 from methods.registry import register_base
@@ -186,3 +181,19 @@ def test_a_base_method_in_the_old_style_is_a_one_line_error(tmp_path, isolated_r
     )
     with pytest.raises(HarnessError, match="takes no dims"):
         registry.load_plugins([plugin])
+
+
+def test_a_method_refuses_a_policy_whose_view_count_its_loss_cannot_take(
+    tmp_path, isolated_registry
+):
+    # The README's SimSiam unpacks two views: under multicrop (2 + 4) it is refused in one line
+    # when the config is resolved, before anything runs, naming the policies that fit.
+    plugin = tmp_path / "simsiam.py"
+    plugin.write_text(SIMSIAM)
+    registry.load_plugins([plugin])
+    with pytest.raises(HarnessError) as e:
+        C.resolve("simsiam@multicrop", "micro")
+    line = str(e.value)
+    assert "\n" not in line and "multicrop" in line and "6 views" in line and "2view" in line
+    C.resolve("simsiam", "micro")  # its own two views are fine
+    C.resolve("moco_v3@multicrop", "micro")  # a base that takes 2 + 4 keeps them

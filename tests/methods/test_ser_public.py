@@ -149,6 +149,7 @@ def _worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_ranks_with_different_grids_give_the_mean_over_all_tokens(tmp_path):
     mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)

@@ -171,6 +171,7 @@ def _assert_close(two: dict, one: dict, what: str) -> float:
     return worst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_two_processes_match_one(name, two_processes):
     two = two_processes[name]
@@ -193,6 +194,7 @@ def test_global_batchnorm_matches_batchnorm_on_the_whole_batch(two_processes):
     assert (errs <= REL).all(), errs
 
 
+@pytest.mark.slow
 def test_torchrun_audit_matches_one_process():
     """``torchrun --nproc_per_node 2 -m harness.cli audit`` under gloo: rank 0 prints the
     one-process audit of the same global batch; L_equiv stops at SER's layer 3."""

@@ -3,6 +3,8 @@
 import json
 from dataclasses import replace
 
+import pytest
+
 import tables
 from harness.report import report
 from harness.run import jobs, launch
@@ -13,6 +15,7 @@ def _run(spec, results):
     assert launch.run(plan, "debug", results, log=lambda *_: None)["failed"] == 0
 
 
+@pytest.mark.slow
 def test_figures_render_to_png_and_pdf(tmp_path):
     _run(tables.load("figure4"), tmp_path)
     _run(tables.load("figure5"), tmp_path)

@@ -9,7 +9,7 @@ import pytest
 import tables
 from harness.errors import HarnessError
 from harness.report import collect
-from harness.report.tables import compile_check
+from harness.report.latex import compile_check
 from harness.run import jobs, launch
 
 # Barlow Twins rows sweep other lrs than MoCo-v3's (as config/eval.yaml sets them): a
@@ -35,6 +35,7 @@ def _report(results, spec, name, tmp_path):
     return (out / f"{name}.md").read_text(), (out / f"{name}.tex").read_text()
 
 
+@pytest.mark.slow
 def test_table2_caption_states_the_linear_protocol(done, tmp_path):
     results, _, plans = done
     md, tex = _report(results, plans["table2"][0], "table2", tmp_path)

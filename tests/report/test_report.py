@@ -9,6 +9,7 @@ import shutil
 import pandas as pd
 import pytest
 
+from harness.report import latex
 from harness.report import tables as report
 from tables import load
 
@@ -153,7 +154,7 @@ def test_labels_are_escaped(tmp_path):
     spec = dataclasses.replace(SPEC, row_labels={**SPEC.row_labels, "moco_v3": "MoCo_v3 & 50%"})
     tex = report.render_table(spec, _results(), tmp_path, CONTEXT)["tex"].read_text()
     assert r"MoCo\_v3 \& 50\%" in tex and "MoCo_v3" not in tex
-    assert report.escape_latex(r"a\b{c}") == r"a\textbackslash{}b\{c\}"
+    assert latex.escape_latex(r"a\b{c}") == r"a\textbackslash{}b\{c\}"
 
 
 def test_no_reference_block_when_reference_is_empty(tmp_path):
@@ -179,13 +180,13 @@ def need_pdflatex():
 
 
 def test_tex_compiles(rendered, need_pdflatex, tmp_path):
-    report.compile_check(rendered[0]["tex"])
+    latex.compile_check(rendered[0]["tex"])
     spec = dataclasses.replace(SPEC, row_labels={**SPEC.row_labels, "dino": "DINO_v1 #1 ~ 100%"})
-    report.compile_check(report.render_table(spec, _results(), tmp_path / "esc", CONTEXT)["tex"])
+    latex.compile_check(report.render_table(spec, _results(), tmp_path / "esc", CONTEXT)["tex"])
 
 
 def test_compile_check_reports_errors(need_pdflatex, tmp_path):
     bad = tmp_path / "bad.tex"
     bad.write_text("\\begin{tabular}{l}\n\\undefinedmacro\n\\end{tabular}\n")
     with pytest.raises(RuntimeError, match="Undefined control sequence"):
-        report.compile_check(bad)
+        latex.compile_check(bad)

@@ -37,6 +37,7 @@ def _metrics(results, dataset):
     return rec["metrics"]
 
 
+@pytest.mark.slow
 def test_imagenet_c_reports_every_corruption_and_their_mean(results):
     m = _metrics(results, "imagenet_c")
     per = [m[f"{c}/top1"] for c in CORRUPTIONS]

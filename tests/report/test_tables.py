@@ -17,6 +17,7 @@ ROW = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ROW))
 def test_table_runs_and_reports_every_column(name, tmp_path):
     spec = replace(tables.load(name), rows=(ROW[name],))

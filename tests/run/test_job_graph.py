@@ -16,16 +16,7 @@ import pytest
 import tables
 from harness.run import jobs, launch, records, status
 from harness.run.profiles import load_profile
-
-
-def harness(*args, timeout=600, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+from tests.helpers import harness
 
 
 def _records(results: Path) -> list[dict]:
@@ -108,6 +99,7 @@ class BadInput(AddOn):
 """
 
 
+@pytest.mark.slow
 def test_status_sees_jobs_run_with_the_debug_cluster(tmp_path):
     """`--cluster debug` runs jobs in its own process; they are recorded all the same, so a
     bare `harness status` lists them, a failed one with its reason."""
@@ -152,6 +144,7 @@ def test_status_sees_jobs_run_with_the_debug_cluster(tmp_path):
     assert " failed " in failed and "bad input: fix the config" in st.stdout
 
 
+@pytest.mark.slow
 def test_failed_job_is_retried_then_reported_with_its_log(tmp_path):
     plugin = tmp_path / "boom.py"
     plugin.write_text(BOOM)
@@ -226,6 +219,7 @@ def test_failure_is_read_from_the_traceback(tmp_path):
     assert records.failure(records.Handle("1", "local", "", str(log))).retry  # killed: retry
 
 
+@pytest.mark.slow
 def test_plan_lists_jobs_and_gpu_hours_without_submitting(tmp_path):
     p = harness(
         "plan", "table1", "--preset", "paper", "--profile", "example", "--results", str(tmp_path)
@@ -250,7 +244,7 @@ def test_plan_lists_jobs_and_gpu_hours_without_submitting(tmp_path):
 
 
 def test_plan_says_when_the_loader_not_the_gpu_bounds_a_job():
-    from harness.run import plan as estimate
+    from harness.run import estimate
 
     prof = load_profile("example")
     jobs_ = [

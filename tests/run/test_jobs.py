@@ -1,23 +1,13 @@
 """Table 2 end to end at the micro preset: spec → jobs → runs → results → report."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import tables
 from harness.run import jobs
-
-
-def harness(*args, timeout=900):
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.helpers import harness
 
 
 def test_plan_keys_results_by_config_hash(tmp_path):
@@ -50,6 +40,7 @@ def _check_results(results):
         assert r["preset"] == "micro"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cluster", ["debug", "local"])
 def test_run_table2_then_nothing_to_submit_then_report(cluster, tmp_path):
     res = tmp_path / "results"

@@ -16,18 +16,9 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.locks import Lock
+from tests.helpers import harness
 
 MICRO = ["--preset", "micro", "--only", "pretrain", "runtime.quiet=true"]
-
-
-def harness(*args, timeout=600, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def _start(*args):
@@ -43,6 +34,7 @@ def _records(results: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in (results / "jobs").glob("*.json")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cluster", ["debug", "local"])
 def test_two_runs_started_together_compute_each_job_once(tmp_path, cluster):
     res = tmp_path / "results"
@@ -170,6 +162,7 @@ def test_corrupt_config_yaml_read_by_a_job_is_one_line_bad_input(tmp_path):
         assert "\n" not in str(e.value) and "is not a config" in str(e.value)
 
 
+@pytest.mark.slow
 def test_results_folder_that_is_a_file_is_refused(tmp_path, capsys):
     from harness.cli import main
 

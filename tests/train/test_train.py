@@ -66,13 +66,13 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 def test_checkpoints_by_time_and_by_steps_not_every_quarter(data, tmp_path, monkeypatch):
-    from harness.train import loop
+    from harness.train import loop, save
 
     root, d = data
     writes = []
-    real_save = loop.save_torch
+    real_save = save.save_torch
     monkeypatch.setattr(
-        loop, "save_torch", lambda p, obj: writes.append(obj["step"]) or real_save(p, obj)
+        save, "save_torch", lambda p, obj: writes.append(obj["step"]) or real_save(p, obj)
     )
 
     def run(tag, **rt):
@@ -90,7 +90,9 @@ def test_checkpoints_by_time_and_by_steps_not_every_quarter(data, tmp_path, monk
         def time():
             return float(next(clock))
 
+    # One clock for every reading the loop and its saves take, in their order.
     monkeypatch.setattr(loop, "time", Clock)
+    monkeypatch.setattr(save, "time", Clock)
     assert run("minutes", ckpt_minutes=1, log_every=1) == [1, 2, 3, 4]
     # The clock is read where the host reads the device anyway: every log_every steps.
     assert run("window", ckpt_minutes=1, log_every=2) == [2, 4]
@@ -251,6 +253,7 @@ def test_gpu_augment_sees_the_same_augmentations(data, tmp_path, flavour):
             assert 0 < modes < draws / (2 if k == "loss_inv" else 1), (k, modes, draws)
 
 
+@pytest.mark.slow
 def test_compile_leaves_the_result_and_checkpoint_names_unchanged(data, tmp_path, monkeypatch):
     """runtime.compile=true compiles every backbone in place: the checkpoint keeps its
     parameter names and training computes the same weights. Dynamo's graph capture with the
